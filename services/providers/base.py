@@ -1,0 +1,93 @@
+"""The one contract every upstream translator implements.
+
+A translator is pure format: it turns the canonical request into one upstream
+HTTP request, and the upstream's answer (a JSON body, or a decoded SSE event
+stream) into canonical ``GenerateEvent``s. Transport, timeouts, pooling,
+n-fan-out and cost live in ``attempt.py``/``upstream.py``, so a translator can
+be tested by feeding it recorded bytes, with no socket.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from switchyard.config import ProviderSpec
+from switchyard.v1 import chat_pb2 as pb
+from switchyard.v1 import provider_pb2 as ppb
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    """One HTTP request to an upstream API. Keys go only in headers."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass(slots=True)
+class SSEEvent:
+    """One server-sent event as decoded from the upstream stream."""
+
+    event: str = ""
+    data: str = ""
+    id: str = ""
+
+
+@dataclass(slots=True)
+class Capabilities:
+    """What the upstream API does natively; the rest is emulated or refused."""
+
+    n: bool = True                 # several choices in one call
+    json_schema: bool = True       # native structured output
+    stream_usage: bool = True      # usage reported in streams
+    extra_fields: frozenset[str] = field(default_factory=frozenset)  # "*" = any
+
+
+class Translator(ABC):
+    """Maps between the canonical request/events and one upstream API family."""
+
+    type: ClassVar[str]
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init__(self, provider: str, spec: ProviderSpec, api_key: str | None) -> None:
+        self.provider = provider
+        self.spec = spec
+        self.api_key = api_key
+
+    @abstractmethod
+    def build_request(self, request: pb.ChatRequest, model: str, *, stream: bool) -> UpstreamRequest:
+        """The upstream HTTP request for one attempt. Raises InvalidRequestError
+        (with ``param``) for a request this upstream cannot serve."""
+
+    @abstractmethod
+    def parse_response(self, body: bytes, model: str) -> Iterable[ppb.GenerateEvent]:
+        """Events for a complete non-streaming answer: chunk(s) with whole
+        choices and their finish reasons, then usage."""
+
+    @abstractmethod
+    def stream_events(self, events: AsyncIterator[SSEEvent], model: str) -> AsyncIterator[ppb.GenerateEvent]:
+        """Events for a streaming answer, as they arrive. Must raise
+        ``UpstreamProtocolError`` when the stream ends without its terminator,
+        and ``UpstreamStreamError`` for an in-band error event."""
+
+    @abstractmethod
+    def map_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> pb.Error:
+        """The canonical error for a non-2xx upstream answer, with ``retryable``
+        and ``retry_after_ms`` set."""
+
+
+class UpstreamProtocolError(Exception):
+    """The upstream broke its wire format (cut stream, bad JSON, no terminator)."""
+
+
+class UpstreamStreamError(Exception):
+    """The upstream reported an error inside an open stream."""
+
+    def __init__(self, error: pb.Error) -> None:
+        super().__init__(error.message)
+        self.error = error

@@ -1,0 +1,50 @@
+"""Price tables (USD per million tokens) and the cost of one attempt.
+
+Each translator module registers its provider family's list prices here via
+``PRICES[(type, model)]``; the config's ``pricing`` on a model overrides them.
+Prices are list prices at the time of writing and are only defaults.
+"""
+
+from __future__ import annotations
+
+from switchyard.config import Pricing
+from switchyard.v1 import chat_pb2 as pb
+
+PRICES: dict[tuple[str, str], Pricing] = {
+    ("openai", "gpt-4o"): Pricing(input_per_mtok=2.5, output_per_mtok=10.0, cached_input_per_mtok=1.25),
+    ("openai", "gpt-4o-mini"): Pricing(input_per_mtok=0.15, output_per_mtok=0.6, cached_input_per_mtok=0.075),
+    ("openai", "gpt-4.1"): Pricing(input_per_mtok=2.0, output_per_mtok=8.0, cached_input_per_mtok=0.5),
+    ("openai", "gpt-4.1-mini"): Pricing(input_per_mtok=0.4, output_per_mtok=1.6, cached_input_per_mtok=0.1),
+    ("openai", "o4-mini"): Pricing(input_per_mtok=1.1, output_per_mtok=4.4, cached_input_per_mtok=0.275),
+}
+
+
+def price_for(provider_type: str, model: str, override: Pricing | None) -> Pricing | None:
+    if override is not None:
+        return override
+    return PRICES.get((provider_type, model))
+
+
+def cost_usd(pricing: Pricing | None, usage: pb.Usage) -> float:
+    """Cost of one attempt from the upstream's reported usage.
+
+    ``prompt_tokens`` includes cached reads and cache writes (OpenAI
+    convention; translators normalise to it), so those are billed at their
+    own rates and the remainder at the input rate. Reasoning tokens are part
+    of ``completion_tokens`` and billed at the output rate unless priced apart.
+    """
+    if pricing is None:
+        return 0.0
+    cached = usage.cached_tokens
+    written = usage.cache_write_tokens
+    fresh = max(usage.prompt_tokens - cached - written, 0)
+    cached_rate = pricing.cached_input_per_mtok if pricing.cached_input_per_mtok is not None else pricing.input_per_mtok
+    write_rate = pricing.cache_write_per_mtok if pricing.cache_write_per_mtok is not None else pricing.input_per_mtok
+    output = usage.completion_tokens
+    total = fresh * pricing.input_per_mtok + cached * cached_rate + written * write_rate
+    if pricing.reasoning_per_mtok is not None:
+        reasoning = min(usage.reasoning_tokens, output)
+        total += reasoning * pricing.reasoning_per_mtok + (output - reasoning) * pricing.output_per_mtok
+    else:
+        total += output * pricing.output_per_mtok
+    return total / 1_000_000
