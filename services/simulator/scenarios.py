@@ -23,6 +23,8 @@ Keys (header form is ``x-sim-<key with - for _>``):
 - ``tokens``: the answer has exactly this many words (else derived from the prompt).
 - ``finish``: force a finish reason (``length``, ``content_filter``...).
 - ``reasoning``: emit this many reasoning words before the answer.
+- ``model``: apply this directive only when the request is for this model
+  (so a fallback test can fail the primary and let the backup answer).
 """
 
 from __future__ import annotations
@@ -58,17 +60,20 @@ class Script:
     reasoning: int = 0
 
 
-def parse_script(headers: Any, prompt_text: str) -> Script:
-    """Script from ``x-sim-*`` headers, overridden by a prompt directive."""
+def parse_script(headers: Any, prompt_text: str, model: str | None = None) -> Script:
+    """Script from ``x-sim-*`` headers, overridden by prompt directives that
+    apply to ``model``."""
     values: dict[str, str] = {}
     for name, value in headers.items():
         lname = name.lower()
         if lname.startswith("x-sim-"):
             values[lname[6:].replace("-", "_")] = value
     for match in _DIRECTIVE.finditer(prompt_text):
-        for pair in match.group(1).split():
-            key, _, value = pair.partition("=")
-            values[key] = value
+        pairs = dict(pair.partition("=")[::2] for pair in match.group(1).split())
+        only = pairs.pop("model", None)
+        if only is not None and only != model:
+            continue
+        values.update(pairs)
     script = Script()
     for key, value in values.items():
         if not hasattr(script, key):

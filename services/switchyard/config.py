@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -58,6 +59,9 @@ class ModelSpec(_Strict):
 
 
 class ProviderSpec(_Strict):
+    """One upstream API endpoint. ``models`` may list bare ids or full specs;
+    an empty list means any model name is passed through (local servers)."""
+
     type: Literal["openai", "openai_compat", "anthropic", "gemini"]
     base_url: Annotated[str, Field(pattern=r"^https?://")]
     api_key_env: str | None = None
@@ -65,6 +69,13 @@ class ProviderSpec(_Strict):
     timeouts: Timeouts = Timeouts()
     max_connections: Annotated[int, Field(ge=1)] = 256
     models: list[ModelSpec] = Field(default_factory=list)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _bare_ids(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"id": v} if isinstance(v, str) else v for v in value]
+        return value
 
     @model_validator(mode="after")
     def _one_key_source(self) -> ProviderSpec:
@@ -199,6 +210,39 @@ def _format_errors(exc: ValidationError, data: Any, source: str) -> str:
     return "\n".join(out)
 
 
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(text: str, env: Mapping[str, str] | None = None) -> str:
+    """Replace ``${VAR}`` and ``${VAR:-default}``; an unset VAR without a
+    default is an error rather than a silent empty string."""
+    env = os.environ if env is None else env
+
+    def sub(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = env.get(name)
+        if value:
+            return value
+        if default is not None:
+            return default
+        raise ConfigError(f"environment variable {name} is referenced by the config but not set")
+
+    return _ENV_REF.sub(sub, text)
+
+
+def _expand_values(node: Any) -> Any:
+    """Expand env references in string values only (never in comments/keys)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            node[key] = _expand_values(value)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            node[i] = _expand_values(value)
+    elif isinstance(node, str) and "${" in node:
+        return expand_env(node)
+    return node
+
+
 def parse_config(text: str, source: str = "<string>") -> Config:
     try:
         data = yaml.load(text, Loader=_LineLoader)
@@ -206,6 +250,7 @@ def parse_config(text: str, source: str = "<string>") -> Config:
         raise ConfigError(f"invalid config {source}: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"invalid config {source}: the top level must be a mapping")
+    _expand_values(data)
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

@@ -1,0 +1,76 @@
+"""The edge aiohttp application and its runner."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+import orjson
+from aiohttp import web
+
+from edge.auth import KeyStore
+from edge.handlers import Handlers
+from edge.openai_schema import openapi_document
+from switchyard.config import Config
+
+log = logging.getLogger(__name__)
+HANDLERS = web.AppKey("handlers", Handlers)
+
+
+async def _health(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    body = {"error": {"message": f"Unknown request URL: {request.method} {request.path}", "type":
+                      "invalid_request_error", "param": None, "code": "unknown_url"}}
+    return web.Response(status=404, body=orjson.dumps(body), content_type="application/json")
+
+
+def create_app(config: Config, router_target: str, request_timeout_s: float = 600.0) -> web.Application:
+    handlers = Handlers(config, KeyStore(config.api_keys), router_target, request_timeout_s)
+    # Bodies are read by the handler against the same limit, with an OpenAI 413.
+    app = web.Application(client_max_size=config.limits.max_body_bytes)
+    app[HANDLERS] = handlers
+    openapi = orjson.dumps(openapi_document())
+    app.router.add_post("/v1/chat/completions", handlers.chat_completions)
+    app.router.add_post("/chat/completions", handlers.chat_completions)
+    app.router.add_get("/v1/models", handlers.models)
+    app.router.add_get("/healthz", _health)
+    app.router.add_get("/readyz", handlers.ready)
+    app.router.add_get("/openapi.json", lambda _: web.Response(body=openapi, content_type="application/json"))
+    app.router.add_route("*", "/{tail:.*}", _not_found)
+
+    async def _close(_: web.Application) -> None:
+        await handlers.close()
+
+    app.on_cleanup.append(_close)
+    return app
+
+
+async def run_edge(config: Config) -> None:
+    address = os.environ.get("SWITCHYARD_EDGE_ADDRESS", "127.0.0.1:8081")
+    router = os.environ.get("SWITCHYARD_EDGE_ROUTER_TARGET", "127.0.0.1:50051")
+    timeout = float(os.environ.get("SWITCHYARD_EDGE_REQUEST_TIMEOUT_S", "600"))
+    grace = float(os.environ.get("SWITCHYARD_EDGE_GRACE_S", "30"))
+    app = create_app(config, router, timeout)
+    # handler_cancellation: a client that disconnects cancels its handler,
+    # which cancels the router call and, through it, the upstream request.
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=grace)
+    await runner.setup()
+    if address.startswith("unix:"):
+        site: web.BaseSite = web.UnixSite(runner, address[5:])
+    else:
+        host, _, port = address.rpartition(":")
+        site = web.TCPSite(runner, host, int(port), backlog=1024)
+    await site.start()
+    log.info("edge listening on %s, router %s", address, router)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("draining")
+    await runner.cleanup()

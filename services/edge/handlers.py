@@ -1,0 +1,203 @@
+"""HTTP handlers: authenticate, validate once, open one Router.Chat stream,
+transcode its events to OpenAI JSON or SSE.
+
+Response headers are sent only when the first successful attempt has
+produced output, so every failure before that is a plain HTTP error with the
+right status; a failure after it ends the SSE stream with an error event and
+no ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+import grpc
+import orjson
+from aiohttp import web
+
+from edge import conventions
+from edge.auth import KeyStore
+from edge.openai_schema import parse_chat_request
+from edge.transcode import DONE, ChunkEncoder, CompletionBuilder, error_status_and_body, to_chat_request
+from switchyard.config import Config
+from switchyard.errors import (
+    InvalidRequestError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    SwitchyardError,
+    UnavailableError,
+)
+from switchyard.grpc_server import CHANNEL_OPTIONS, identity
+from switchyard.v1 import chat_pb2 as pb
+from switchyard.v1 import router_pb2 as rpb
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+
+
+def json_error(exc: SwitchyardError, request_id: str = "") -> web.Response:
+    headers = {"x-request-id": request_id} if request_id else {}
+    if exc.retry_after_ms:
+        headers["retry-after"] = str(max(1, round(exc.retry_after_ms / 1000)))
+    return web.Response(status=exc.status, body=orjson.dumps(exc.envelope()), content_type=JSON, headers=headers)
+
+
+def _proto_error_response(err: pb.Error, headers: dict[str, str]) -> web.Response:
+    status, body = error_status_and_body(err)
+    if err.retry_after_ms:
+        headers["retry-after"] = str(max(1, round(err.retry_after_ms / 1000)))
+    return web.Response(status=status, body=body, content_type=JSON, headers=headers)
+
+
+def _started_headers(started: pb.Started, request_id: str) -> dict[str, str]:
+    headers = {
+        "x-request-id": request_id,
+        "x-switchyard-provider": started.provider,
+        "x-switchyard-model-used": started.model,
+        "x-switchyard-attempt": str(started.attempt),
+    }
+    if started.route:
+        headers["x-switchyard-route"] = started.route
+        headers["x-switchyard-route-version"] = str(started.route_version)
+    return headers
+
+
+class Handlers:
+    def __init__(self, config: Config, keys: KeyStore, router_target: str, request_timeout_s: float) -> None:
+        self.limits = config.limits
+        self.keys = keys
+        self.request_timeout_s = request_timeout_s
+        self._channel = grpc.aio.insecure_channel(router_target, options=CHANNEL_OPTIONS)
+        self._chat = self._channel.unary_stream("/switchyard.v1.Router/Chat", request_serializer=identity,
+                                                response_deserializer=pb.ChatEvent.FromString)
+        self._list_models = self._channel.unary_unary(
+            "/switchyard.v1.Router/ListModels", request_serializer=rpb.ListModelsRequest.SerializeToString,
+            response_deserializer=rpb.ListModelsResponse.FromString)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self.limits.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise PayloadTooLargeError(f"request body exceeds the {limit} byte limit")
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise PayloadTooLargeError(f"request body exceeds the {limit} byte limit") from None
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        started_at = time.monotonic()
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        try:
+            key = self.keys.authenticate(request.headers)
+            ctype = request.headers.get("content-type", "")
+            if not ctype.split(";", 1)[0].strip().lower() == JSON:
+                raise InvalidRequestError("Content-Type must be application/json", param="Content-Type")
+            body = await self._read_body(request)
+            req = parse_chat_request(body, self.limits)
+            if not req.model:
+                if not key.default_model:
+                    raise InvalidRequestError("you must provide a model parameter", param="model")
+                req.model = key.default_model
+            if key.allowed_models is not None and req.model not in key.allowed_models:
+                raise PermissionDeniedError(f"this API key may not use model {req.model!r}", param="model",
+                                            code="model_not_allowed")
+            routing = pb.RoutingContext()
+            conventions.apply_all(request.headers, req, routing)
+            chat = to_chat_request(req, request_id=request_id, key_id=key.id, tenant=key.tenant, routing=routing)
+        except SwitchyardError as exc:
+            return json_error(exc, request_id)
+
+        call = self._chat(chat.SerializeToString(), timeout=self.request_timeout_s)
+        try:
+            events = call.__aiter__()
+            try:
+                first = await anext(events)
+            except StopAsyncIteration:
+                return json_error(UnavailableError("the router ended the stream without an answer"), request_id)
+            if first.HasField("error"):
+                return _proto_error_response(first.error, {"x-request-id": request_id})
+            started = first.started
+            if chat.stream:
+                return await self._stream(request, chat, started, events, request_id)
+            return await self._complete(chat, req.model, started, events, request_id, started_at)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("router call failed: %s", exc.code().name)
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                err = pb.Error(status=504, type="timeout_error", code="deadline_exceeded",
+                               message="the request timed out")
+            else:
+                err = pb.Error(status=503, type="api_error", code="router_unavailable",
+                               message="the router is unavailable")
+            return _proto_error_response(err, {"x-request-id": request_id})
+        finally:
+            call.cancel()
+
+    async def _complete(self, chat: pb.ChatRequest, model: str, started: pb.Started, events, request_id: str,
+                        started_at: float) -> web.Response:
+        builder = CompletionBuilder("chatcmpl-" + request_id, int(time.time()), started.model or model)
+        async for event in events:
+            kind = event.WhichOneof("event")
+            if kind == "chunk":
+                builder.add_chunk(event.chunk)
+            elif kind == "usage":
+                builder.set_usage(event.usage)
+            elif kind == "error":
+                return _proto_error_response(event.error, {"x-request-id": request_id})
+            elif kind == "trace":
+                builder.trace = event.trace
+        headers = _started_headers(started, request_id)
+        headers["x-switchyard-latency-ms"] = str(round((time.monotonic() - started_at) * 1000))
+        return web.Response(body=orjson.dumps(builder.result()), content_type=JSON, headers=headers)
+
+    async def _stream(self, request: web.Request, chat: pb.ChatRequest, started: pb.Started, events,
+                      request_id: str) -> web.StreamResponse:
+        headers = _started_headers(started, request_id)
+        headers["content-type"] = "text/event-stream"
+        headers["cache-control"] = "no-cache"
+        headers["x-accel-buffering"] = "no"
+        response = web.StreamResponse(status=200, headers=headers)
+        await response.prepare(request)
+        encoder = ChunkEncoder("chatcmpl-" + request_id, int(time.time()), started.model or chat.model)
+        include_usage = chat.include_usage
+        failed = False
+        async for event in events:
+            kind = event.WhichOneof("event")
+            if kind == "chunk":
+                await response.write(encoder.encode(event.chunk))
+            elif kind == "usage":
+                if include_usage:
+                    await response.write(encoder.encode_usage(event.usage))
+            elif kind == "error":
+                await response.write(encoder.encode_error(event.error))
+                failed = True
+                break
+        if not failed:
+            await response.write(DONE)
+        await response.write_eof()
+        return response
+
+    async def models(self, request: web.Request) -> web.Response:
+        try:
+            key = self.keys.authenticate(request.headers)
+            listing = await self._list_models(rpb.ListModelsRequest(), timeout=10)
+        except SwitchyardError as exc:
+            return json_error(exc)
+        except grpc.aio.AioRpcError:
+            return json_error(UnavailableError("the router is unavailable"))
+        data = [
+            {"id": m.id, "object": "model", "created": 0, "owned_by": m.owned_by}
+            for m in listing.models
+            if key.allowed_models is None or m.id in key.allowed_models
+        ]
+        return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type=JSON)
+
+    async def ready(self, _: web.Request) -> web.Response:
+        state = self._channel.get_state(try_to_connect=True)
+        if state == grpc.ChannelConnectivity.SHUTDOWN:
+            return web.json_response({"status": "shutting down"}, status=503)
+        return web.json_response({"status": "ready", "router": state.name})

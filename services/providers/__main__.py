@@ -1,0 +1,30 @@
+"""python -m providers: the provider worker (Provider.Generate)."""
+
+from __future__ import annotations
+
+import os
+
+from providers.registry import ProviderRegistry
+from providers.server import ProviderServicer
+from switchyard import logs
+from switchyard.config import load_config
+from switchyard.grpc_server import run, serve
+from switchyard.v1 import provider_pb2_grpc
+
+
+async def main() -> None:
+    logs.setup("providers")
+    config = load_config()
+    registry = ProviderRegistry(config)
+    address = os.environ.get("SWITCHYARD_PROVIDERS_ADDRESS", "127.0.0.1:50061")
+    grace = float(os.environ.get("SWITCHYARD_PROVIDERS_GRACE_S", "30"))
+
+    def register(server):  # noqa: ANN001, ANN202
+        provider_pb2_grpc.add_ProviderServicer_to_server(ProviderServicer(registry), server)
+        return ["switchyard.v1.Provider"]
+
+    await serve(address, register, grace=grace, on_stop=registry.close)
+
+
+if __name__ == "__main__":
+    run(main)

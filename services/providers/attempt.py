@@ -1,0 +1,284 @@
+"""One attempt against one upstream model: transport, timeouts, the
+first-output commit point, n fan-out, emulated JSON-schema validation, cost.
+
+Nothing is yielded until the upstream has produced real output (content,
+reasoning, a tool call or a finish), so a caller that sees an error before any
+event knows no byte reached the client and may safely try elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import jsonschema
+import orjson
+
+from providers.base import Translator, UpstreamProtocolError, UpstreamStreamError
+from providers.pricing import cost_usd
+from providers.sse_decode import stream_sse
+from providers.upstream import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, BodyTooLargeError, read_capped
+from switchyard.config import Pricing, Timeouts
+from switchyard.v1 import chat_pb2 as pb
+from switchyard.v1 import provider_pb2 as ppb
+
+log = logging.getLogger(__name__)
+
+
+class AttemptFailedError(Exception):
+    """The attempt ended in an error; ``error.retryable`` says whether another
+    attempt may succeed. ``output_sent`` is True once events were yielded."""
+
+    def __init__(self, error: pb.Error, output_sent: bool = False) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.output_sent = output_sent
+
+
+@dataclass(slots=True)
+class AttemptSpec:
+    translator: Translator
+    session: aiohttp.ClientSession
+    model: str
+    timeouts: Timeouts
+    pricing: Pricing | None
+
+
+def _error(status: int, type_: str, code: str, message: str, retryable: bool, provider: str) -> pb.Error:
+    return pb.Error(status=status, type=type_, code=code, message=message, retryable=retryable, provider=provider)
+
+
+def _has_output(event: ppb.GenerateEvent) -> bool:
+    if not event.HasField("chunk"):
+        return True
+    for delta in event.chunk.choices:
+        if delta.content or delta.reasoning or delta.tool_calls or delta.refusal or delta.finish_reason:
+            return True
+        if delta.reasoning_blocks:
+            return True
+    return False
+
+
+async def stream_attempt(spec: AttemptSpec, request: pb.ChatRequest,
+                         deadline: float | None) -> AsyncIterator[ppb.GenerateEvent]:
+    """Events of one attempt, committed at the first output. ``deadline`` is a
+    ``time.monotonic()`` instant (from the gRPC deadline) or None."""
+    caps = spec.translator.capabilities
+    n = request.sampling.n or 1
+    emulate_schema = request.response_format.type == "json_schema" and not caps.json_schema
+    if n > 1 and not caps.n:
+        source = _fan_out(spec, request, n, deadline)
+    elif emulate_schema:
+        source = _validated(spec, request, deadline)
+    else:
+        source = _one_call(spec, request, deadline)
+    async for event in source:
+        if event.HasField("usage"):
+            event.usage.cost_usd = cost_usd(spec.pricing, event.usage)
+        yield event
+
+
+def _remaining(deadline: float | None, limit: float) -> float:
+    if deadline is None:
+        return limit
+    return max(min(limit, deadline - time.monotonic()), 0.0)
+
+
+async def _one_call(spec: AttemptSpec, request: pb.ChatRequest,
+                    deadline: float | None) -> AsyncIterator[ppb.GenerateEvent]:
+    translator = spec.translator
+    provider = translator.provider
+    timeouts = spec.timeouts
+    stream = request.stream
+    upstream = translator.build_request(request, spec.model, stream=stream)
+    total_deadline = time.monotonic() + timeouts.total_s
+    if deadline is not None:
+        total_deadline = min(total_deadline, deadline)
+    response: aiohttp.ClientResponse | None = None
+    complete = False
+    sent = False
+    try:
+        try:
+            async with asyncio.timeout(_remaining(total_deadline, timeouts.first_token_s)):
+                response = await spec.session.request(upstream.method, upstream.url, headers=upstream.headers,
+                                                      data=upstream.body)
+                if response.status >= 300:
+                    body = await read_capped(response, MAX_ERROR_BODY_BYTES)
+                    complete = True
+                    raise AttemptFailedError(translator.map_error(response.status, body, response.headers))
+                if not stream:
+                    body = await read_capped(response, MAX_BODY_BYTES)
+                    complete = True
+        except TimeoutError:
+            raise AttemptFailedError(_error(504, "timeout_error", "upstream_timeout",
+                                            f"{provider} did not answer in time", True, provider)) from None
+        if not stream:
+            try:
+                events = list(translator.parse_response(body, spec.model))
+            except (UpstreamProtocolError, ValueError) as exc:
+                raise AttemptFailedError(_error(502, "api_error", "upstream_protocol_error",
+                                                f"{provider} sent an invalid response: {exc}", True, provider)) from None
+            for event in events:
+                sent = True
+                yield event
+            return
+
+        events_iter = translator.stream_events(stream_sse(response.content.iter_any()), spec.model)
+        pending: list[ppb.GenerateEvent] = []
+        first = True
+        while True:
+            limit = timeouts.first_token_s if first else timeouts.between_chunks_s
+            try:
+                async with asyncio.timeout(_remaining(total_deadline, limit)):
+                    event = await anext(events_iter)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                what = "first output" if first else "next chunk"
+                raise AttemptFailedError(_error(504, "timeout_error", "upstream_timeout",
+                                                f"{provider} stalled waiting for the {what}", True, provider),
+                                         sent) from None
+            except UpstreamStreamError as exc:
+                exc.error.provider = exc.error.provider or provider
+                raise AttemptFailedError(exc.error, sent) from None
+            except (UpstreamProtocolError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError,
+                    ValueError) as exc:
+                raise AttemptFailedError(_error(502, "api_error", "upstream_stream_broken",
+                                                f"{provider} stream broke: {exc or type(exc).__name__}", True,
+                                                provider), sent) from None
+            if first:
+                if not _has_output(event):
+                    pending.append(event)
+                    continue
+                first = False
+                for held in pending:
+                    sent = True
+                    yield held
+                pending.clear()
+            sent = True
+            yield event
+        for held in pending:
+            yield held
+        complete = True
+    except BodyTooLargeError as exc:
+        raise AttemptFailedError(_error(502, "api_error", "upstream_body_too_large", str(exc), False, provider),
+                                 sent) from None
+    except aiohttp.ClientConnectorError as exc:
+        raise AttemptFailedError(_error(502, "api_error", "upstream_unreachable",
+                                        f"cannot connect to {provider}: {exc.os_error or exc}", True, provider),
+                                 sent) from None
+    except (aiohttp.ClientError, UnicodeDecodeError) as exc:
+        raise AttemptFailedError(_error(502, "api_error", "upstream_error",
+                                        f"{provider} request failed: {type(exc).__name__}", True, provider),
+                                 sent) from None
+    finally:
+        if response is not None:
+            if complete:
+                response.release()
+            else:
+                # Cancelled or broken mid-way: drop the connection so the
+                # upstream stops generating tokens nobody will read.
+                response.close()
+
+
+async def _fan_out(spec: AttemptSpec, request: pb.ChatRequest, n: int,
+                   deadline: float | None) -> AsyncIterator[ppb.GenerateEvent]:
+    """n single-choice calls in parallel, merged into one n-choice answer."""
+    single = pb.ChatRequest()
+    single.CopyFrom(request)
+    single.sampling.n = 1
+    queue: asyncio.Queue[tuple[int, ppb.GenerateEvent | BaseException | None]] = asyncio.Queue()
+
+    async def pump(index: int) -> None:
+        try:
+            source = _validated(spec, single, deadline) if _emulates_schema(spec, single) else \
+                _one_call(spec, single, deadline)
+            async for event in source:
+                await queue.put((index, event))
+            await queue.put((index, None))
+        except BaseException as exc:  # noqa: BLE001 - forwarded to the consumer
+            await queue.put((index, exc))
+
+    tasks = [asyncio.create_task(pump(i)) for i in range(n)]
+    usage = pb.Usage()
+    done = 0
+    sent = False
+    try:
+        while done < n:
+            index, item = await queue.get()
+            if item is None:
+                done += 1
+                continue
+            if isinstance(item, AttemptFailedError):
+                raise AttemptFailedError(item.error, sent or item.output_sent)
+            if isinstance(item, BaseException):
+                raise item
+            if item.HasField("usage"):
+                _add_usage(usage, item.usage)
+                continue
+            for delta in item.chunk.choices:
+                delta.index = index
+            sent = True
+            yield item
+        yield ppb.GenerateEvent(usage=usage)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _emulates_schema(spec: AttemptSpec, request: pb.ChatRequest) -> bool:
+    return request.response_format.type == "json_schema" and not spec.translator.capabilities.json_schema
+
+
+def _add_usage(total: pb.Usage, part: pb.Usage) -> None:
+    total.prompt_tokens += part.prompt_tokens
+    total.completion_tokens += part.completion_tokens
+    total.total_tokens += part.total_tokens
+    total.cached_tokens += part.cached_tokens
+    total.cache_write_tokens += part.cache_write_tokens
+    total.reasoning_tokens += part.reasoning_tokens
+
+
+async def _validated(spec: AttemptSpec, request: pb.ChatRequest,
+                     deadline: float | None) -> AsyncIterator[ppb.GenerateEvent]:
+    """Emulated json_schema: buffer the answer, validate it against the
+    schema, retry once, and never return invalid output as if valid."""
+    schema = orjson.loads(request.response_format.schema_json or "{}")
+    validator = jsonschema.Draft202012Validator(schema)
+    usage = pb.Usage()
+    problem = ""
+    for _ in range(2):
+        events = [e async for e in _one_call(spec, request, deadline)]
+        texts: dict[int, list[str]] = {}
+        for event in events:
+            if event.HasField("usage"):
+                _add_usage(usage, event.usage)
+            else:
+                for delta in event.chunk.choices:
+                    texts.setdefault(delta.index, []).append(delta.content)
+        problem = ""
+        for index, parts in sorted(texts.items()):
+            try:
+                validator.validate(orjson.loads("".join(parts)))
+            except orjson.JSONDecodeError:
+                problem = f"choice {index} is not valid JSON"
+            except jsonschema.ValidationError as exc:
+                problem = f"choice {index} does not match the schema: {exc.message}"
+            if problem:
+                break
+        if not problem:
+            for event in events:
+                if not event.HasField("usage"):
+                    yield event
+            yield ppb.GenerateEvent(usage=usage)
+            return
+        log.info("emulated json_schema output invalid (%s); retrying once", problem)
+    raise AttemptFailedError(_error(502, "api_error", "invalid_structured_output",
+                                    f"{spec.translator.provider} returned output that does not match the "
+                                    f"response_format schema after a retry: {problem}", False,
+                                    spec.translator.provider))

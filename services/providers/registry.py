@@ -1,0 +1,52 @@
+"""Maps a provider's config ``type`` to its translator, and holds one
+translator and one pooled HTTP session per configured provider."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+
+from providers.anthropic import AnthropicTranslator
+from providers.attempt import AttemptSpec
+from providers.base import Translator
+from providers.gemini import GeminiTranslator
+from providers.openai import OpenAITranslator
+from providers.openai_compat import OpenAICompatTranslator
+from providers.pricing import price_for
+from providers.upstream import new_session
+from switchyard.config import Config, ProviderSpec
+
+TRANSLATORS: dict[str, type[Translator]] = {
+    cls.type: cls for cls in (OpenAITranslator, OpenAICompatTranslator, AnthropicTranslator, GeminiTranslator)
+}
+
+
+@dataclass(slots=True)
+class _Provider:
+    spec: ProviderSpec
+    translator: Translator
+    session: aiohttp.ClientSession
+
+
+class ProviderRegistry:
+    """Translators and sessions for every provider in the config."""
+
+    def __init__(self, config: Config) -> None:
+        self._providers: dict[str, _Provider] = {}
+        for name, spec in config.providers.items():
+            translator = TRANSLATORS[spec.type](name, spec, spec.api_key())
+            self._providers[name] = _Provider(spec, translator, new_session(spec))
+
+    def attempt_spec(self, provider: str, model: str) -> AttemptSpec | None:
+        entry = self._providers.get(provider)
+        if entry is None:
+            return None
+        model_spec = entry.spec.model(model)
+        timeouts = model_spec.timeouts if model_spec and model_spec.timeouts else entry.spec.timeouts
+        pricing = price_for(entry.spec.type, model, model_spec.pricing if model_spec else None)
+        return AttemptSpec(entry.translator, entry.session, model, timeouts, pricing)
+
+    async def close(self) -> None:
+        for entry in self._providers.values():
+            await entry.session.close()

@@ -1,0 +1,26 @@
+"""python -m router: the Router service."""
+
+from __future__ import annotations
+
+import os
+
+from router.resolve import Resolver
+from router.server import RouterServicer
+from router.usage import LogUsageSink
+from switchyard import logs
+from switchyard.config import load_config
+from switchyard.grpc_server import run, serve
+
+
+async def main() -> None:
+    logs.setup("router")
+    config = load_config()
+    address = os.environ.get("SWITCHYARD_ROUTER_ADDRESS", "127.0.0.1:50051")
+    providers = os.environ.get("SWITCHYARD_ROUTER_PROVIDERS_TARGET", "127.0.0.1:50061")
+    grace = float(os.environ.get("SWITCHYARD_ROUTER_GRACE_S", "30"))
+    servicer = RouterServicer(Resolver(config), providers, LogUsageSink())
+    await serve(address, servicer.register, grace=grace, on_stop=servicer.close)
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,138 @@
+"""Runs a plan: one Provider.Generate per attempt, falling back only while
+nothing has been sent, relaying the provider's event bytes untouched.
+
+Provider events share ChatEvent's field numbers, so a relayed event's first
+byte is its oneof tag: 0x12 chunk, 0x22 usage, 0x32 error. The router parses
+only what it must account for (the first event, usage, errors).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import grpc
+
+from router.resolve import Plan
+from switchyard.v1 import chat_pb2 as pb
+from switchyard.v1 import provider_pb2 as ppb
+
+log = logging.getLogger(__name__)
+
+TAG_CHUNK = 0x12
+TAG_USAGE = 0x22
+TAG_ERROR = 0x32
+
+GenerateCall = Callable[..., grpc.aio.UnaryStreamCall]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened, for the usage event and the decision trace."""
+
+    started: pb.Started | None = None
+    usage: pb.Usage = field(default_factory=pb.Usage)
+    error: pb.Error | None = None
+    attempts: list[pb.AttemptRecord] = field(default_factory=list)
+    first_output_at: float | None = None
+    cancelled: bool = False
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def generate_request_bytes(request_bytes: bytes, provider: str, model: str, attempt: int) -> bytes:
+    """GenerateRequest wire bytes embedding the already-serialised ChatRequest."""
+    tail = ppb.GenerateRequest(target=ppb.Target(provider=provider, model=model), attempt=attempt)
+    return b"\x0a" + _varint(len(request_bytes)) + request_bytes + tail.SerializeToString()
+
+
+def _event(**kwargs: object) -> bytes:
+    return pb.ChatEvent(**kwargs).SerializeToString()
+
+
+def _unavailable(exc: grpc.aio.AioRpcError, provider: str) -> pb.Error:
+    code = exc.code()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return pb.Error(status=504, type="timeout_error", code="deadline_exceeded",
+                        message="the request deadline passed before the upstream answered", retryable=False,
+                        provider=provider)
+    return pb.Error(status=503, type="api_error", code="provider_unavailable",
+                    message=f"provider worker unavailable ({code.name})", retryable=True, provider=provider)
+
+
+async def stream_plan(plan: Plan, request_id: str, request_bytes: bytes, generate: GenerateCall,
+                      deadline: float | None, outcome: Outcome) -> AsyncIterator[bytes]:
+    """ChatEvent bytes for the client, filling ``outcome`` as it goes."""
+    last_error: pb.Error | None = None
+    for number, target in enumerate(plan.targets, start=1):
+        attempt_started = time.monotonic()
+        record = pb.AttemptRecord(provider=target.provider, model=target.model, outcome="error")
+        outcome.attempts.append(record)
+        timeout = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+        call = generate(generate_request_bytes(request_bytes, target.provider, target.model, number),
+                        timeout=timeout)
+        committed = False
+        try:
+            async for raw in call:
+                tag = raw[0] if raw else 0
+                if tag == TAG_ERROR:
+                    error = ppb.GenerateEvent.FromString(raw).error
+                    record.error_type = error.type
+                    record.status = error.status
+                    if not committed and error.retryable and number < len(plan.targets):
+                        last_error = error
+                        break  # nothing sent yet: try the next target
+                    outcome.error = error
+                    yield raw
+                    return
+                if not committed:
+                    committed = True
+                    outcome.first_output_at = time.monotonic()
+                    outcome.started = pb.Started(provider=target.provider, model=target.model, route=plan.route,
+                                                 route_version=plan.route_version, attempt=number,
+                                                 request_id=request_id)
+                    yield _event(started=outcome.started)
+                if tag == TAG_USAGE:
+                    usage = ppb.GenerateEvent.FromString(raw).usage
+                    outcome.usage.MergeFrom(usage)
+                yield raw
+            else:
+                if committed:
+                    record.outcome = "ok"
+                    record.latency_ms = (time.monotonic() - attempt_started) * 1000
+                    return
+                last_error = pb.Error(status=502, type="api_error", code="empty_response",
+                                      message=f"{target.provider} ended the stream without output", retryable=True,
+                                      provider=target.provider)
+        except grpc.aio.AioRpcError as exc:
+            error = _unavailable(exc, target.provider)
+            record.error_type, record.status = error.type, error.status
+            if committed or not error.retryable or number == len(plan.targets):
+                outcome.error = error
+                yield _event(error=error)
+                return
+            last_error = error
+        except BaseException:
+            record.outcome = "cancelled"
+            outcome.cancelled = True
+            raise
+        finally:
+            record.latency_ms = (time.monotonic() - attempt_started) * 1000
+            call.cancel()
+        log.info("attempt %d on %s/%s failed before output (%s); falling back", number, target.provider,
+                 target.model, last_error.code if last_error else "?")
+    error = last_error or pb.Error(status=502, type="api_error", code="no_attempt", message="no attempt could run")
+    outcome.error = error
+    yield _event(error=error)

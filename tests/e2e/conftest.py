@@ -1,0 +1,72 @@
+"""The `mesh` fixture: real Envoy, NATS, simulator and every service, started
+by the same launcher as `make run`, on free ports, with logs dumped when a
+test fails."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from openai import AsyncOpenAI
+
+from switchyard.config import hash_key, key_prefix
+from switchyard.launcher import DEFAULT_CONFIG, Mesh, MeshSettings
+
+
+def _test_config(run_dir: Path, limited_key: str) -> Path:
+    """The `make run` config plus a restricted key and fallback aliases."""
+    data = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    data["api_keys"].append({"id": "limited", "tenant": "acme", "prefix": key_prefix(limited_key),
+                             "sha256": hash_key(limited_key), "allowed_models": ["gpt-4o-mini"]})
+    data["providers"]["backup"] = {"type": "openai_compat", "base_url": "${SWITCHYARD_LOCAL_BASE_URL}",
+                                   "api_key_env": "SWITCHYARD_LOCAL_API_KEY", "models": ["sim-backup"]}
+    data["providers"]["openai"]["timeouts"] = {"first_token_s": 2, "between_chunks_s": 2, "total_s": 30}
+    path = run_dir / "switchyard.test.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def mesh() -> Iterator[Mesh]:
+    # Short path: Unix socket paths are limited to 108 bytes.
+    run_dir = Path(tempfile.mkdtemp(prefix="sy-"))
+    limited = "sy_" + secrets.token_hex(20)
+    settings = MeshSettings(run_dir=run_dir, public_port=0, config_path=_test_config(run_dir, limited),
+                            api_key="sy_" + secrets.token_hex(20), force_simulator=True)
+    instance = Mesh(settings)
+    instance.limited_key = limited  # type: ignore[attr-defined]
+    try:
+        instance.start()
+    except Exception:
+        print(instance.logs())
+        instance.stop()
+        raise
+    yield instance
+    instance.stop()
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):  # noqa: ANN001, ANN201
+    report = yield
+    if report.when == "call" and report.failed and "mesh" in item.fixturenames:
+        mesh_instance = item.funcargs.get("mesh")
+        if mesh_instance is not None:
+            report.sections.append(("mesh logs", mesh_instance.logs()))
+    return report
+
+
+@pytest.fixture
+async def client(mesh: Mesh) -> AsyncOpenAI:
+    async with AsyncOpenAI(base_url=mesh.base_url, api_key=mesh.api_key, max_retries=0, timeout=30) as c:
+        yield c
+
+
+def marker() -> str:
+    """A unique token to find this test's request in the simulator's record."""
+    return "m" + secrets.token_hex(6)

@@ -1,0 +1,224 @@
+"""The attempt runner against a tiny scripted upstream: commit point,
+timeouts, error mapping, cancellation, n fan-out, emulated json_schema."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Mapping
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from providers.attempt import AttemptFailedError, AttemptSpec, stream_attempt
+from providers.base import Capabilities, SSEEvent, Translator, UpstreamProtocolError, UpstreamRequest
+from switchyard.config import Pricing, ProviderSpec, Timeouts
+from switchyard.v1 import chat_pb2 as pb
+from switchyard.v1 import provider_pb2 as ppb
+
+
+class LineTranslator(Translator):
+    """Upstream protocol of the fake: SSE ``data: <word>`` lines, ``data: END``."""
+
+    type = "fake"
+    capabilities = Capabilities(n=False, json_schema=False)
+
+    def build_request(self, request: pb.ChatRequest, model: str, *, stream: bool) -> UpstreamRequest:
+        body = orjson.dumps({"script": request.messages[0].text, "stream": stream})
+        return UpstreamRequest("POST", f"{self.spec.base_url}/gen", {"content-type": "application/json"}, body)
+
+    def parse_response(self, body: bytes, model: str) -> Iterable[ppb.GenerateEvent]:
+        data = orjson.loads(body)
+        yield ppb.GenerateEvent(chunk=pb.Chunk(choices=[pb.ChoiceDelta(role="assistant", content=data["text"],
+                                                                     finish_reason="stop")]))
+        yield ppb.GenerateEvent(usage=pb.Usage(prompt_tokens=10, completion_tokens=1000))
+
+    async def stream_events(self, events: AsyncIterator[SSEEvent], model: str) -> AsyncIterator[ppb.GenerateEvent]:
+        async for event in events:
+            if event.data == "END":
+                yield ppb.GenerateEvent(usage=pb.Usage(prompt_tokens=10, completion_tokens=1000))
+                return
+            if event.data == "ROLE":
+                yield ppb.GenerateEvent(chunk=pb.Chunk(choices=[pb.ChoiceDelta(role="assistant")]))
+                continue
+            yield ppb.GenerateEvent(chunk=pb.Chunk(choices=[pb.ChoiceDelta(content=event.data)]))
+        raise UpstreamProtocolError("no END")
+
+    def map_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> pb.Error:
+        return pb.Error(status=status, type="api_error", message=body.decode(), retryable=status >= 500,
+                        retry_after_ms=int(headers.get("retry-after", "0")) * 1000)
+
+
+class Upstream:
+    """Scripts: 'words:a b c', 'role-then-fail', 'error:503', 'stall', 'slow-first', 'json:<text>'."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.disconnected = asyncio.Event()
+        self.json_answers: list[str] = []
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.calls += 1
+        body = await request.json()
+        script: str = body["script"]
+        if script.startswith("error:"):
+            return web.Response(status=int(script[6:]), text="upstream says no", headers={"retry-after": "3"})
+        if script == "slow-first":
+            await asyncio.sleep(5)
+        if not body["stream"]:
+            text = self.json_answers.pop(0) if script == "json" else script
+            return web.json_response({"text": text})
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        try:
+            if script == "role-then-fail":
+                await response.write(b"data: ROLE\n\n")
+                request.transport.close()
+                return response
+            await response.write(b"data: ROLE\n\n")
+            words = script.split()
+            for i, word in enumerate(words):
+                await response.write(f"data: {word}\n\n".encode())
+                if script.startswith("stall") and i == 0:
+                    await asyncio.sleep(30)
+            await response.write(b"data: END\n\n")
+        except asyncio.CancelledError:
+            self.disconnected.set()
+            raise
+        return response
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[tuple[Upstream, str]]:
+    fake = Upstream()
+    app = web.Application()
+    app.router.add_post("/gen", fake.handle)
+    server = TestServer(app, host="127.0.0.1", port=0, handler_cancellation=True)
+    await server.start_server()
+    yield fake, str(server.make_url("")).rstrip("/")
+    await server.close()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+def make_spec(url: str, session: aiohttp.ClientSession, **timeouts: float) -> AttemptSpec:
+    spec = ProviderSpec(type="openai", base_url=url)
+    translator = LineTranslator("fake", spec, None)
+    pricing = Pricing(input_per_mtok=1.0, output_per_mtok=2.0)
+    return AttemptSpec(translator, session, "m", Timeouts(**timeouts), pricing)
+
+
+def request(script: str, *, stream: bool = True, n: int = 1, schema: str = "") -> pb.ChatRequest:
+    req = pb.ChatRequest(model="m", stream=stream, messages=[pb.Message(role="user", text=script)])
+    req.sampling.n = n
+    if schema:
+        req.response_format.type = "json_schema"
+        req.response_format.schema_json = schema
+    return req
+
+
+async def collect(spec: AttemptSpec, req: pb.ChatRequest) -> list[ppb.GenerateEvent]:
+    return [e async for e in stream_attempt(spec, req, None)]
+
+
+async def test_stream_events_and_cost(upstream, session) -> None:
+    _, url = upstream
+    events = await collect(make_spec(url, session), request("hello world"))
+    texts = [d.content for e in events if e.HasField("chunk") for d in e.chunk.choices]
+    assert texts == ["", "hello", "world"]
+    assert events[-1].usage.cost_usd == pytest.approx((10 * 1.0 + 1000 * 2.0) / 1e6)
+
+
+async def test_role_only_then_failure_is_a_clean_pre_output_failure(upstream, session) -> None:
+    _, url = upstream
+    with pytest.raises(AttemptFailedError) as info:
+        await collect(make_spec(url, session), request("role-then-fail"))
+    assert info.value.output_sent is False
+    assert info.value.error.retryable
+
+
+async def test_upstream_error_status_is_mapped(upstream, session) -> None:
+    _, url = upstream
+    with pytest.raises(AttemptFailedError) as info:
+        await collect(make_spec(url, session), request("error:503"))
+    assert info.value.error.status == 503
+    assert info.value.error.retry_after_ms == 3000
+
+
+async def test_first_token_timeout(upstream, session) -> None:
+    _, url = upstream
+    with pytest.raises(AttemptFailedError) as info:
+        await collect(make_spec(url, session, first_token_s=0.2), request("slow-first"))
+    assert info.value.error.status == 504 and info.value.error.retryable
+
+
+async def test_stall_mid_stream_times_out_and_closes_upstream(upstream, session) -> None:
+    fake, url = upstream
+    spec = make_spec(url, session, between_chunks_s=0.2)
+    seen = []
+    with pytest.raises(AttemptFailedError) as info:
+        async for event in stream_attempt(spec, request("stall now"), None):
+            seen.append(event)
+    assert info.value.output_sent is True
+    assert "stalled" in info.value.error.message
+    await asyncio.wait_for(fake.disconnected.wait(), 5)
+
+
+async def test_consumer_cancellation_closes_upstream_connection(upstream, session) -> None:
+    fake, url = upstream
+    agen = stream_attempt(make_spec(url, session), request("stall forever"), None)
+    await anext(agen)
+    await anext(agen)
+    await agen.aclose()
+    await asyncio.wait_for(fake.disconnected.wait(), 5)
+
+
+async def test_non_stream(upstream, session) -> None:
+    _, url = upstream
+    events = await collect(make_spec(url, session), request("whole answer", stream=False))
+    assert events[0].chunk.choices[0].content == "whole answer"
+
+
+async def test_fan_out_merges_n_single_calls(upstream, session) -> None:
+    fake, url = upstream
+    events = await collect(make_spec(url, session), request("a b", n=3))
+    indexes = {d.index for e in events if e.HasField("chunk") for d in e.chunk.choices}
+    assert indexes == {0, 1, 2}
+    assert fake.calls == 3
+    usage = [e.usage for e in events if e.HasField("usage")]
+    assert len(usage) == 1 and usage[0].completion_tokens == 3000
+
+
+SCHEMA = '{"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}'
+
+
+async def test_emulated_schema_valid_first_time(upstream, session) -> None:
+    fake, url = upstream
+    fake.json_answers = ['{"x": 1}']
+    events = await collect(make_spec(url, session), request("json", stream=False, schema=SCHEMA))
+    assert events[0].chunk.choices[0].content == '{"x": 1}'
+    assert fake.calls == 1
+
+
+async def test_emulated_schema_retries_once_then_succeeds(upstream, session) -> None:
+    fake, url = upstream
+    fake.json_answers = ['{"x": "nope"}', '{"x": 2}']
+    events = await collect(make_spec(url, session), request("json", stream=False, schema=SCHEMA))
+    assert events[0].chunk.choices[0].content == '{"x": 2}'
+    assert fake.calls == 2
+    assert events[-1].usage.completion_tokens == 2000  # both calls are billed
+
+
+async def test_emulated_schema_invalid_twice_is_an_error(upstream, session) -> None:
+    fake, url = upstream
+    fake.json_answers = ["not json", '{"y": 1}']
+    with pytest.raises(AttemptFailedError) as info:
+        await collect(make_spec(url, session), request("json", stream=False, schema=SCHEMA))
+    assert info.value.error.code == "invalid_structured_output"
+    assert fake.calls == 2
