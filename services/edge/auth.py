@@ -9,13 +9,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from edge.conventions import API_KEY_HEADERS
 from switchyard.config import ApiKeySpec, hash_key, key_prefix
 from switchyard.errors import AuthenticationError
 
 log = logging.getLogger(__name__)
-
-API_KEY_HEADERS = ("api-key", "x-api-key", "x-muxx-api-key")
-
 
 @dataclass(frozen=True, slots=True)
 class _Entry:

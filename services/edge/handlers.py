@@ -99,6 +99,8 @@ class Handlers:
                 raise InvalidRequestError("Content-Type must be application/json", param="Content-Type")
             body = await self._read_body(request)
             req = parse_chat_request(body, self.limits)
+            if not req.model and req.models:
+                req.model = req.models[0]  # Mesh/OpenRouter: the first of `models` is the primary
             if not req.model:
                 if not key.default_model:
                     raise InvalidRequestError("you must provide a model parameter", param="model")
@@ -162,8 +164,9 @@ class Handlers:
         headers["x-accel-buffering"] = "no"
         response = web.StreamResponse(status=200, headers=headers)
         await response.prepare(request)
-        encoder = ChunkEncoder("chatcmpl-" + request_id, int(time.time()), started.model or chat.model)
         include_usage = chat.include_usage
+        encoder = ChunkEncoder("chatcmpl-" + request_id, int(time.time()), started.model or chat.model,
+                               include_usage=include_usage)
         failed = False
         async for event in events:
             kind = event.WhichOneof("event")

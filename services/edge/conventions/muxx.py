@@ -1,0 +1,50 @@
+"""Muxx: ``X-Muxx-Metadata`` (a JSON object of tags), ``X-Muxx-Cache-Control:
+no-cache`` and ``X-Muxx-User-Id``. The API key header is read by ``auth``.
+
+``headers`` must look names up case-insensitively (aiohttp's headers) or
+hold lower-case names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import orjson
+
+from edge.openai_schema import ChatCompletionRequest
+from switchyard.errors import InvalidRequestError
+from switchyard.v1 import chat_pb2 as pb
+
+METADATA = "x-muxx-metadata"
+CACHE_CONTROL = "x-muxx-cache-control"
+USER_ID = "x-muxx-user-id"
+
+
+def apply(headers: Mapping[str, str], req: ChatCompletionRequest, routing: pb.RoutingContext) -> None:
+    if raw := headers.get(METADATA):
+        routing.tags.update(parse_metadata(raw))
+    if cache := headers.get(CACHE_CONTROL):
+        if "no-cache" in (directive.strip().lower() for directive in cache.split(",")):
+            routing.cache_skip = True
+    if user := headers.get(USER_ID, "").strip():
+        routing.end_user = user
+
+
+def parse_metadata(raw: str) -> dict[str, str]:
+    """Tags from the metadata header: a JSON object of scalar values (numbers
+    and booleans are written as JSON text; nulls are dropped)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        raise InvalidRequestError("X-Muxx-Metadata must be a JSON object", param="X-Muxx-Metadata")
+    tags: dict[str, str] = {}
+    for key, value in data.items():
+        if value is None:
+            continue
+        if isinstance(value, dict | list):
+            raise InvalidRequestError(f"X-Muxx-Metadata: the value of {key!r} must be a string, number or boolean",
+                                      param="X-Muxx-Metadata")
+        tags[key] = value if isinstance(value, str) else orjson.dumps(value).decode()
+    return tags
