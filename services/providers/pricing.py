@@ -59,6 +59,21 @@ PRICES: dict[tuple[str, str], Pricing] = {
                                                cached_input_per_mtok=0.1, cache_write_per_mtok=1.25),
     ("anthropic", "claude-haiku-4-5-20251001"): Pricing(input_per_mtok=1.0, output_per_mtok=5.0,
                                                         cached_input_per_mtok=0.1, cache_write_per_mtok=1.25),
+    # Gemini Developer API standard (paid tier) prices: input, output, cached reads (implicit and explicit
+    # caching). Pro models double above 200k prompt tokens, which a flat table cannot express; cache
+    # storage is billed per hour, not per token written. gemini-3.8-flash is at its introductory rate
+    # (through 2026-12-31; then 1.50 / 7.50 / 0.15).
+    ("gemini", "gemini-3.8-flash"): Pricing(input_per_mtok=0.75, output_per_mtok=3.75, cached_input_per_mtok=0.075),
+    ("gemini", "gemini-3.7-flash"): Pricing(input_per_mtok=1.5, output_per_mtok=7.5, cached_input_per_mtok=0.15),
+    ("gemini", "gemini-3.5-flash"): Pricing(input_per_mtok=1.5, output_per_mtok=9.0, cached_input_per_mtok=0.15),
+    ("gemini", "gemini-3.1-pro-preview"): Pricing(input_per_mtok=2.0, output_per_mtok=12.0, cached_input_per_mtok=0.2),
+    ("gemini", "gemini-3.1-flash-lite"): Pricing(input_per_mtok=0.25, output_per_mtok=1.5, cached_input_per_mtok=0.025),
+    ("gemini", "gemini-3-pro-preview"): Pricing(input_per_mtok=2.0, output_per_mtok=12.0, cached_input_per_mtok=0.2),
+    ("gemini", "gemini-3-flash-preview"): Pricing(input_per_mtok=0.5, output_per_mtok=3.0, cached_input_per_mtok=0.05),
+    ("gemini", "gemini-2.5-pro"): Pricing(input_per_mtok=1.25, output_per_mtok=10.0, cached_input_per_mtok=0.125),
+    ("gemini", "gemini-2.5-flash"): Pricing(input_per_mtok=0.3, output_per_mtok=2.5, cached_input_per_mtok=0.03),
+    ("gemini", "gemini-2.5-flash-lite"): Pricing(input_per_mtok=0.1, output_per_mtok=0.4, cached_input_per_mtok=0.01),
+    ("gemini", "gemini-2.0-flash"): Pricing(input_per_mtok=0.1, output_per_mtok=0.4, cached_input_per_mtok=0.025),
 }
 
 
