@@ -9,7 +9,6 @@ from providers.server import ProviderServicer
 from switchyard import logs
 from switchyard.config import load_config
 from switchyard.grpc_server import run, serve
-from switchyard.v1 import provider_pb2_grpc
 
 
 async def main() -> None:
@@ -19,11 +18,7 @@ async def main() -> None:
     address = os.environ.get("SWITCHYARD_PROVIDERS_ADDRESS", "127.0.0.1:50061")
     grace = float(os.environ.get("SWITCHYARD_PROVIDERS_GRACE_S", "30"))
 
-    def register(server):  # noqa: ANN001, ANN202
-        provider_pb2_grpc.add_ProviderServicer_to_server(ProviderServicer(registry), server)
-        return ["switchyard.v1.Provider"]
-
-    await serve(address, register, grace=grace, on_stop=registry.close)
+    await serve(address, ProviderServicer(registry).register, grace=grace, on_stop=registry.close)
 
 
 if __name__ == "__main__":

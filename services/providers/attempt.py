@@ -120,8 +120,9 @@ async def _one_call(spec: AttemptSpec, request: pb.ChatRequest,
             try:
                 events = list(translator.parse_response(body, spec.model))
             except (UpstreamProtocolError, ValueError) as exc:
-                raise AttemptFailedError(_error(502, "api_error", "upstream_protocol_error",
-                                                f"{provider} sent an invalid response: {exc}", True, provider)) from None
+                message = f"{provider} sent an invalid response: {exc}"
+                raise AttemptFailedError(_error(502, "api_error", "upstream_protocol_error", message, True,
+                                                provider)) from None
             for event in events:
                 sent = True
                 yield event
@@ -200,7 +201,7 @@ async def _fan_out(spec: AttemptSpec, request: pb.ChatRequest, n: int,
             async for event in source:
                 await queue.put((index, event))
             await queue.put((index, None))
-        except BaseException as exc:  # noqa: BLE001 - forwarded to the consumer
+        except BaseException as exc:
             await queue.put((index, exc))
 
     tasks = [asyncio.create_task(pump(i)) for i in range(n)]

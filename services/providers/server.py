@@ -1,45 +1,107 @@
-"""Provider.Generate: one attempt against one upstream model."""
+"""Provider.Generate: one attempt against one upstream model.
+
+Stream events that are ready together go out as one gRPC message: each
+message on a stream costs tens of microseconds at both ends, and an upstream
+often delivers many tokens in one read. Serialized GenerateEvents that hold
+chunks merge by concatenation (protobuf appends repeated fields), so a batch
+is just the joined bytes.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
 
 import grpc
 
-from providers.attempt import AttemptFailedError, stream_attempt
+from providers.attempt import AttemptFailedError, AttemptSpec, stream_attempt
 from providers.registry import ProviderRegistry
 from switchyard.errors import SwitchyardError
+from switchyard.grpc_server import identity
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import provider_pb2 as ppb
-from switchyard.v1 import provider_pb2_grpc
 
 log = logging.getLogger(__name__)
+SERVICE = "switchyard.v1.Provider"
+_END = object()
 
 
-class ProviderServicer(provider_pb2_grpc.ProviderServicer):
+class ProviderServicer:
     def __init__(self, registry: ProviderRegistry) -> None:
         self.registry = registry
 
-    async def Generate(  # noqa: N802 - gRPC method name
-        self, request: ppb.GenerateRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[ppb.GenerateEvent]:
+    async def generate(self, request: ppb.GenerateRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         target = request.target
         spec = self.registry.attempt_spec(target.provider, target.model)
         if spec is None:
-            yield ppb.GenerateEvent(error=pb.Error(status=404, type="invalid_request_error", code="model_not_found",
-                                                   message=f"provider {target.provider!r} is not configured"))
+            error = pb.Error(status=404, type="invalid_request_error", code="model_not_found",
+                             message=f"provider {target.provider!r} is not configured")
+            yield ppb.GenerateEvent(error=error).SerializeToString()
             return
         remaining = context.time_remaining()
         deadline = time.monotonic() + remaining if remaining is not None else None
+        events = self._batched(spec, request.request, deadline) if request.request.stream else \
+            self._serialized(spec, request.request, deadline)
+        async for payload in events:
+            yield payload
+
+    async def _serialized(self, spec: AttemptSpec, request: pb.ChatRequest,
+                          deadline: float | None) -> AsyncIterator[bytes]:
         try:
-            async for event in stream_attempt(spec, request.request, deadline):
-                yield event
+            async for event in stream_attempt(spec, request, deadline):
+                yield event.SerializeToString()
         except AttemptFailedError as exc:
-            log.info("attempt %s/%s failed: %s %s", target.provider, target.model, exc.error.status, exc.error.code)
-            yield ppb.GenerateEvent(error=exc.error)
+            yield self._failed(spec, exc.error)
         except SwitchyardError as exc:
-            error = exc.to_proto()
-            error.provider = target.provider
-            yield ppb.GenerateEvent(error=error)
+            yield self._failed(spec, exc.to_proto())
+
+    async def _batched(self, spec: AttemptSpec, request: pb.ChatRequest,
+                       deadline: float | None) -> AsyncIterator[bytes]:
+        """Pump events into a queue; each send takes everything queued."""
+        queue: asyncio.Queue[object] = asyncio.Queue()
+
+        async def pump() -> None:
+            try:
+                async for event in self._serialized(spec, request, deadline):
+                    queue.put_nowait(event)
+            finally:
+                queue.put_nowait(_END)
+
+        task = asyncio.create_task(pump())
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    return
+                batch: list[bytes] = [item]  # type: ignore[list-item]
+                while not queue.empty():
+                    nxt = queue.get_nowait()
+                    if nxt is _END:
+                        yield from_batch(batch)
+                        return
+                    if nxt[0] == 0x12 and batch[-1][0] == 0x12:  # type: ignore[index]
+                        batch.append(nxt)  # type: ignore[arg-type]
+                    else:
+                        yield from_batch(batch)
+                        batch = [nxt]  # type: ignore[list-item]
+                yield from_batch(batch)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def _failed(self, spec: AttemptSpec, error: pb.Error) -> bytes:
+        error.provider = error.provider or spec.translator.provider
+        log.info("attempt %s/%s failed: %s %s", spec.translator.provider, spec.model, error.status, error.code)
+        return ppb.GenerateEvent(error=error).SerializeToString()
+
+    def register(self, server: grpc.aio.Server) -> list[str]:
+        handlers = {"Generate": grpc.unary_stream_rpc_method_handler(
+            self.generate, request_deserializer=ppb.GenerateRequest.FromString, response_serializer=identity)}
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        return [SERVICE]
+
+
+def from_batch(batch: list[bytes]) -> bytes:
+    return batch[0] if len(batch) == 1 else b"".join(batch)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Callable, Iterable
 
@@ -75,10 +76,10 @@ async def serve(address: str, register: Callable[[grpc.aio.Server], Iterable[str
 
 
 def run(main: Callable[[], object]) -> None:
-    """Run an async main on uvloop when available."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a pinned dependency
+    """Run an async main, on uvloop unless SWITCHYARD_UVLOOP=0."""
+    if os.environ.get("SWITCHYARD_UVLOOP", "1") == "0":
         asyncio.run(main())  # type: ignore[arg-type]
         return
+    import uvloop
+
     uvloop.run(main())  # type: ignore[arg-type]

@@ -23,7 +23,8 @@ def main() -> None:
     key = new_key()
     print(f"key (shown once, give it to the client): {key}\n")
     print("config entry (api_keys:):")
-    print(f"  - id: {args.id}\n    tenant: {args.tenant}\n    prefix: \"{key_prefix(key)}\"\n    sha256: {hash_key(key)}")
+    print(f"  - id: {args.id}\n    tenant: {args.tenant}")
+    print(f"    prefix: \"{key_prefix(key)}\"\n    sha256: {hash_key(key)}")
 
 
 if __name__ == "__main__":

@@ -296,7 +296,7 @@ def _tcp_open(port: int) -> bool:
 
 def _http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(url, timeout=1) as response:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False

@@ -178,9 +178,13 @@ async def run(args: argparse.Namespace, mesh: Mesh) -> None:
     sim_pids = [mesh.processes["simulator"].popen.pid]
 
     await saturate(via, 2, args.concurrency, short)  # warm-up: connections, caches, JIT-free but lazy imports
+    names = [n for n in ("envoy", "edge", "router", "providers")]
+    per0 = {n: cpu_seconds([mesh.processes[n].popen.pid]) for n in names}
     cpu0, sim0 = cpu_seconds(mesh_pids), cpu_seconds(sim_pids)
     sat = await saturate(via, args.seconds, args.concurrency, short)
     cpu1, sim1 = cpu_seconds(mesh_pids), cpu_seconds(sim_pids)
+    per_process = ", ".join(f"{n} {(cpu_seconds([mesh.processes[n].popen.pid]) - per0[n]) / max(sat.count, 1) * 1e6:,.0f}"
+                            for n in names)
     direct_sat = await saturate(direct, args.seconds / 2, args.concurrency, short)
 
     lat_via = await fixed_rate(via, args.rate, args.seconds, stream=False, prompt=short)
@@ -188,14 +192,16 @@ async def run(args: argparse.Namespace, mesh: Mesh) -> None:
     st_via = await fixed_rate(via, args.rate, args.seconds, stream=True, prompt=words)
     st_direct = await fixed_rate(direct, args.rate, args.seconds, stream=True, prompt=words)
 
-    per_chunk_via = [(lat - t) / max(c - 2, 1) for lat, t, c in zip(st_via.latencies, st_via.ttfts, st_via.chunks)]
+    per_chunk_via = [(lat - t) / max(c - 2, 1) for lat, t, c in
+                     zip(st_via.latencies, st_via.ttfts, st_via.chunks, strict=False)]
     per_chunk_direct = [(lat - t) / max(c - 2, 1) for lat, t, c in
-                        zip(st_direct.latencies, st_direct.ttfts, st_direct.chunks)]
+                        zip(st_direct.latencies, st_direct.ttfts, st_direct.chunks, strict=False)]
     ms = 1000
     rows = [
         ("throughput, non-streaming (req/s)", f"{sat.count / sat.seconds:,.0f}",
          f"{direct_sat.count / direct_sat.seconds:,.0f} direct", ">= 2,000"),
         ("errors during saturation", f"{sat.errors}", "", "0"),
+        ("  CPU per request by process (us)", "", per_process, ""),
         ("CPU per request, mesh processes (us)", f"{(cpu1 - cpu0) / max(sat.count, 1) * 1e6:,.0f}",
          f"simulator {(sim1 - sim0) / max(sat.count, 1) * 1e6:,.0f}", "<= 800"),
         (f"added latency p50 @ {args.rate:.0f} rps (ms)",
@@ -228,7 +234,8 @@ def main() -> None:
     run_dir = Path(tempfile.mkdtemp(prefix="sy-bench-"))
     mesh = Mesh(MeshSettings(run_dir=run_dir, public_port=0, api_key="sy_" + secrets.token_hex(20),
                              force_simulator=True,
-                             extra_env={"SWITCHYARD_LOG_LEVEL": "WARNING"}))
+                             extra_env={"SWITCHYARD_LOG_LEVEL": "WARNING",
+                                        "SWITCHYARD_UVLOOP": os.environ.get("SWITCHYARD_UVLOOP", "1")}))
     mesh.start()
     try:
         uvloop.run(run(args, mesh))

@@ -52,7 +52,7 @@ def mesh() -> Iterator[Mesh]:
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item, call):  # noqa: ANN001, ANN201
+def pytest_runtest_makereport(item, call):
     report = yield
     if report.when == "call" and report.failed and "mesh" in item.fixturenames:
         mesh_instance = item.funcargs.get("mesh")

@@ -24,6 +24,8 @@ async def post_raw(mesh: Mesh, body: bytes, *, key: str | None = None,
 
 
 def assert_envelope(body: dict, param: str | None = None) -> None:
+    """``body`` is a whole HTTP error body; SDK errors carry only its inner
+    ``error`` object, so pass ``{"error": exc.body}`` for those."""
     error = body["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert error["message"]
@@ -43,7 +45,7 @@ async def test_out_of_range_parameter_names_the_field(client: AsyncOpenAI, mesh:
         await client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": tag}],
                                              extra_body={field: value, **extra})
     assert info.value.status_code == 400
-    assert_envelope(info.value.body, field)
+    assert_envelope({"error": info.value.body}, field)
     assert await sim_requests(mesh, tag) == []
 
 
@@ -121,7 +123,7 @@ async def test_upstream_rate_limit_is_429_with_retry_after(client: AsyncOpenAI) 
         await client.chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "[[sim status=429 retry_after=7]]"}])
     assert info.value.response.headers["retry-after"] == "7"
-    assert_envelope(info.value.body)
+    assert_envelope({"error": info.value.body})
 
 
 async def test_upstream_server_error_is_5xx(client: AsyncOpenAI) -> None:

@@ -99,7 +99,7 @@ async def test_retryable_error_before_output_falls_back_silently() -> None:
 
 async def test_non_retryable_error_does_not_fall_back() -> None:
     provider = Provider([error(400, False)], [chunk("never")])
-    events, outcome = await run(provider)
+    events, _outcome = await run(provider)
     assert [e.WhichOneof("event") for e in events] == ["error"]
     assert events[0].error.status == 400
     assert len(provider.requests) == 1
@@ -121,14 +121,14 @@ async def test_dead_worker_before_output_falls_back() -> None:
 
 async def test_dead_worker_mid_stream_is_an_error_event() -> None:
     provider = Provider([chunk("x"), rpc_error(grpc.StatusCode.UNAVAILABLE)])
-    events, outcome = await run(provider)
+    events, _outcome = await run(provider)
     assert events[-1].error.code == "provider_unavailable"
     assert provider.calls[0].cancelled
 
 
 async def test_all_attempts_fail_reports_last_error() -> None:
     provider = Provider([error(503, True)], [error(429, True)])
-    events, outcome = await run(provider)
+    events, _outcome = await run(provider)
     assert [e.WhichOneof("event") for e in events] == ["error"]
     assert events[0].error.status == 429
 

@@ -47,7 +47,7 @@ def test_errors_name_path_and_line(text: str, path: str, line: int) -> None:
 
 
 def test_alias_must_point_at_a_configured_provider() -> None:
-    with pytest.raises(ConfigError, match="aliases.bad"):
+    with pytest.raises(ConfigError, match=r"aliases\.bad"):
         parse_config(MINIMAL + "  bad: nowhere/m1\n")
 
 
