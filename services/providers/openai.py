@@ -1,0 +1,465 @@
+"""OpenAI Chat Completions.
+
+The canonical request is OpenAI-shaped, so the mapping is near one-to-one;
+the work here is doing it without loss: JSON schemas embedded as the client
+wrote them, ``stop`` as a string or a list as it came, only the fields that
+were set, and streams and errors mapped faithfully. ``openai_compat.py``
+subclasses this for servers that speak the same wire format with extras.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any, ClassVar
+
+import orjson
+
+from providers.base import (
+    Capabilities,
+    SSEEvent,
+    Translator,
+    UpstreamProtocolError,
+    UpstreamRequest,
+    UpstreamStreamError,
+)
+from switchyard.errors import InvalidRequestError
+from switchyard.v1 import chat_pb2 as pb
+from switchyard.v1 import provider_pb2 as ppb
+
+# Models that refuse max_tokens and take max_completion_tokens instead.
+_COMPLETION_TOKENS_ONLY = re.compile(r"^(o\d|gpt-5)")
+_KEY_LIKE = re.compile(r"\b(?:sk|rk|sess)-[A-Za-z0-9_\-*]{6,}")
+_FINISH_REASONS = {"function_call": "tool_calls"}
+_FILTER_CODES = ("content_filter", "content_policy_violation")
+_SAMPLING_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty", "seed", "top_logprobs",
+                    "max_completion_tokens", "parallel_tool_calls")
+
+
+class OpenAITranslator(Translator):
+    """api.openai.com: strict about fields OpenAI does not define."""
+
+    type = "openai"
+    capabilities = Capabilities(n=True, json_schema=True, stream_usage=True)
+    # Delta/message fields that carry reasoning text (OpenAI returns none).
+    reasoning_fields: ClassVar[tuple[str, ...]] = ()
+    # Whether assistant history keeps its ``reasoning_content``.
+    keeps_reasoning_history: ClassVar[bool] = False
+
+    # ------------------------------------------------------------ request --
+
+    def build_request(self, request: pb.ChatRequest, model: str, *, stream: bool) -> UpstreamRequest:
+        body: dict[str, Any] = {"model": model, "messages": [self._message(m) for m in request.messages]}
+        if request.tools:
+            body["tools"] = [_tool(t, i) for i, t in enumerate(request.tools)]
+        choice = _tool_choice(request.tool_choice)
+        if choice is not None:
+            body["tool_choice"] = choice
+        if request.response_format.type:
+            body["response_format"] = _response_format(request.response_format)
+        self._sampling(request.sampling, model, body)
+        if request.user:
+            body["user"] = request.user
+        if request.metadata:
+            body["metadata"] = dict(request.metadata)
+        if request.HasField("store"):
+            body["store"] = request.store
+        if request.prompt_cache_key:
+            body["prompt_cache_key"] = request.prompt_cache_key
+        if request.safety_identifier:
+            body["safety_identifier"] = request.safety_identifier
+        if request.extra.fields:
+            self._merge_extra(request, body)
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}  # always: usage is metered
+        headers = {"content-type": "application/json", "accept": "text/event-stream" if stream else "application/json"}
+        if self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key}"
+        url = f"{self.spec.base_url.rstrip('/')}/chat/completions"
+        return UpstreamRequest("POST", url, headers, orjson.dumps(body))
+
+    def _message(self, message: pb.Message) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": message.role}
+        kind = message.WhichOneof("content")
+        if kind == "text":
+            out["content"] = message.text
+        elif kind == "parts":
+            out["content"] = [_part(p) for p in message.parts.parts]
+        else:
+            out["content"] = None
+        if message.name:
+            out["name"] = message.name
+        if message.tool_calls:
+            out["tool_calls"] = [{"id": c.id, "type": c.type or "function",
+                                  "function": {"name": c.function.name, "arguments": c.function.arguments}}
+                                 for c in message.tool_calls]
+        if message.tool_call_id:
+            out["tool_call_id"] = message.tool_call_id
+        if message.HasField("refusal"):
+            out["refusal"] = message.refusal
+        if self.keeps_reasoning_history and message.HasField("reasoning_content"):
+            out["reasoning_content"] = message.reasoning_content
+        return out
+
+    def _sampling(self, sampling: pb.Sampling, model: str, body: dict[str, Any]) -> None:
+        for name in _SAMPLING_FIELDS:
+            if sampling.HasField(name):
+                body[name] = getattr(sampling, name)
+        if sampling.HasField("max_tokens"):
+            key = self._max_tokens_field(model)
+            body.setdefault(key, sampling.max_tokens)
+        if sampling.n > 1:
+            body["n"] = sampling.n
+        if sampling.stop:
+            body["stop"] = sampling.stop[0] if sampling.stop_is_string and len(sampling.stop) == 1 \
+                else list(sampling.stop)
+        if sampling.logit_bias:
+            body["logit_bias"] = {k: int(v) if v.is_integer() else v for k, v in sampling.logit_bias.items()}
+        if sampling.logprobs:
+            body["logprobs"] = True
+        if sampling.reasoning_effort:
+            body["reasoning_effort"] = sampling.reasoning_effort
+        if sampling.verbosity:
+            body["verbosity"] = sampling.verbosity
+        if sampling.service_tier:
+            body["service_tier"] = sampling.service_tier
+        if sampling.modalities:
+            body["modalities"] = list(sampling.modalities)
+        if sampling.HasField("top_k"):
+            self._set_top_k(sampling.top_k, body)
+
+    def _max_tokens_field(self, model: str) -> str:
+        """Reasoning models reject ``max_tokens``; the limit means the same."""
+        return "max_completion_tokens" if _COMPLETION_TOKENS_ONLY.match(model) else "max_tokens"
+
+    def _set_top_k(self, value: int, body: dict[str, Any]) -> None:
+        raise InvalidRequestError(f"top_k is not supported by provider {self.provider} ({self.type})", param="top_k")
+
+    def _merge_extra(self, request: pb.ChatRequest, body: dict[str, Any]) -> None:
+        field = sorted(request.extra.fields)[0]
+        raise InvalidRequestError(f"{field} is not supported by provider {self.provider} ({self.type})", param=field)
+
+    # ----------------------------------------------------------- response --
+
+    def parse_response(self, body: bytes, model: str) -> Iterable[ppb.GenerateEvent]:
+        data = _loads(body)
+        if data.get("error") is not None:
+            raise UpstreamProtocolError(f"upstream answered 200 with an error: {_error_fields(data['error'])[0]}")
+        choices = data.get("choices")
+        if not isinstance(choices, list):
+            raise UpstreamProtocolError("upstream answer has no choices")
+        try:
+            chunk = pb.Chunk(system_fingerprint=data.get("system_fingerprint") or "")
+            for choice in choices:
+                chunk.choices.append(self._whole_choice(choice))
+            usage = _usage(data.get("usage"))
+        except (TypeError, AttributeError, ValueError) as exc:
+            raise UpstreamProtocolError(f"upstream answer is malformed: {exc}") from None
+        return [ppb.GenerateEvent(chunk=chunk), ppb.GenerateEvent(usage=usage)]
+
+    def _whole_choice(self, choice: dict[str, Any]) -> pb.ChoiceDelta:
+        message = choice.get("message") or {}
+        out = pb.ChoiceDelta(index=choice.get("index") or 0, role="assistant",
+                             finish_reason=_finish(choice.get("finish_reason")))
+        content = message.get("content")
+        if content is not None:
+            out.content = content
+            out.has_content = True
+        for key in self.reasoning_fields:
+            if message.get(key):
+                out.reasoning = message[key]
+                break
+        for position, call in enumerate(message.get("tool_calls") or []):
+            function = call.get("function") or {}
+            arguments = function.get("arguments")
+            if not isinstance(arguments, str):
+                arguments = orjson.dumps(arguments).decode() if arguments is not None else ""
+            out.tool_calls.add(index=position, id=call.get("id") or "", name=function.get("name") or "",
+                               arguments=arguments)
+        if message.get("refusal"):
+            out.refusal = message["refusal"]
+        if choice.get("logprobs") is not None:
+            out.logprobs_json = orjson.dumps(choice["logprobs"]).decode()
+        return out
+
+    async def stream_events(self, events: AsyncIterator[SSEEvent], model: str) -> AsyncIterator[ppb.GenerateEvent]:
+        usage: pb.Usage | None = None
+        started: set[int] = set()              # choices whose role delta was sent
+        calls_seen: set[tuple[int, int]] = set()  # (choice, call index) already named
+        async for event in events:
+            data = event.data
+            if data == "[DONE]":
+                yield ppb.GenerateEvent(usage=usage or pb.Usage())
+                return
+            if not data:
+                continue
+            try:
+                payload = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                raise UpstreamProtocolError(f"upstream sent a chunk that is not JSON: {data[:80]!r}") from None
+            if not isinstance(payload, dict):
+                raise UpstreamProtocolError("upstream sent a chunk that is not a JSON object")
+            if payload.get("error") is not None:
+                raise UpstreamStreamError(self._stream_error(payload["error"]))
+            try:
+                chunk = self._chunk(payload.get("choices") or (), payload.get("system_fingerprint"), started,
+                                    calls_seen)
+                if payload.get("usage"):
+                    usage = _usage(payload["usage"])
+            except (TypeError, AttributeError, ValueError) as exc:
+                raise UpstreamProtocolError(f"upstream sent a malformed chunk: {exc}") from None
+            if chunk is not None:
+                yield ppb.GenerateEvent(chunk=chunk)
+        raise UpstreamProtocolError("upstream stream ended without [DONE]")
+
+    def _chunk(self, choices: Iterable[dict[str, Any]], fingerprint: str | None, started: set[int],
+               calls_seen: set[tuple[int, int]]) -> pb.Chunk | None:
+        chunk: pb.Chunk | None = None
+        for choice in choices:
+            delta = self._delta(choice, started, calls_seen)
+            if delta is not None:
+                if chunk is None:
+                    chunk = pb.Chunk(system_fingerprint=fingerprint or "")
+                chunk.choices.append(delta)
+        return chunk
+
+    def _delta(self, choice: dict[str, Any], started: set[int],
+               calls_seen: set[tuple[int, int]]) -> pb.ChoiceDelta | None:
+        """One upstream choice delta, or None when it carries nothing."""
+        index = choice.get("index") or 0
+        raw = choice.get("delta") or {}
+        out = pb.ChoiceDelta(index=index)
+        keep = False
+        if index not in started:
+            started.add(index)
+            out.role = "assistant"
+            keep = True
+        content = raw.get("content")
+        if content is not None:
+            out.content = content
+            out.has_content = True
+            keep = keep or content != ""
+        for key in self.reasoning_fields:
+            if raw.get(key):
+                out.reasoning = raw[key]
+                keep = True
+                break
+        for position, call in enumerate(raw.get("tool_calls") or ()):
+            function = call.get("function") or {}
+            number = call.get("index")
+            if number is None:
+                number = position
+            item = out.tool_calls.add(index=number, arguments=function.get("arguments") or "")
+            if (index, number) not in calls_seen:
+                calls_seen.add((index, number))
+                item.id = call.get("id") or ""
+                item.name = function.get("name") or ""
+            keep = True
+        if raw.get("refusal"):
+            out.refusal = raw["refusal"]
+            keep = True
+        if choice.get("finish_reason"):
+            out.finish_reason = _finish(choice["finish_reason"])
+            keep = True
+        if choice.get("logprobs"):
+            out.logprobs_json = orjson.dumps(choice["logprobs"]).decode()
+            keep = True
+        return out if keep else None
+
+    # ------------------------------------------------------------- errors --
+
+    def map_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> pb.Error:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            data = body[:300].decode("utf-8", "replace").strip()
+        error = data.get("error", data) if isinstance(data, dict) else data
+        message, kind, code, param = _error_fields(error)
+        return self._error(status, message, kind, code, param, _retry_after_ms(headers))
+
+    def _stream_error(self, error: Any) -> pb.Error:
+        """An in-band stream error; its ``code`` may be an HTTP status (vLLM)."""
+        message, kind, code, param = _error_fields(error)
+        raw_code = error.get("code") if isinstance(error, dict) else None
+        if isinstance(raw_code, int) and 400 <= raw_code < 600:
+            status = raw_code
+        elif kind == "invalid_request_error":
+            status = 400
+        elif "rate_limit" in kind or "rate_limit" in code:
+            status = 429
+        else:
+            status = 500
+        return self._error(status, message, kind, code, param, 0)
+
+    def _error(self, upstream: int, message: str, kind: str, code: str, param: str, retry_ms: int) -> pb.Error:
+        message = self._scrub(message) or f"upstream answered HTTP {upstream}"
+        filtered = code in _FILTER_CODES or "content management policy" in message
+        error = pb.Error(message=message, param=param, retry_after_ms=retry_ms, provider=self.provider,
+                         upstream_status=upstream)
+        if upstream in (401, 403):
+            _set(error, 502, "api_error", "upstream_auth_error", True)
+            error.message = f"provider {self.provider} rejected the gateway's credentials: {message}"
+            error.param = ""
+        elif upstream == 404:
+            _set(error, 404, "invalid_request_error", code or "model_not_found", False)
+            if error.code == "model_not_found":
+                error.param = param or "model"
+        elif upstream == 413:
+            _set(error, 413, "invalid_request_error", code or "request_too_large", False)
+        elif upstream == 429 and code == "insufficient_quota":
+            # The gateway's account is out of credit: not the client's doing.
+            _set(error, 502, "api_error", "upstream_quota_exceeded", True)
+        elif upstream == 429:
+            _set(error, 429, "rate_limit_error", code or "rate_limit_exceeded", True)
+        elif upstream in (408, 504):
+            _set(error, 504, "timeout_error", "upstream_timeout", True)
+        elif upstream in (503, 529):
+            _set(error, 503, "api_error", code or "service_unavailable", True)
+        elif upstream >= 500 or upstream == 409:
+            _set(error, 502, "api_error", code or "upstream_error", True)
+        elif upstream in (400, 422) or filtered:
+            _set(error, 400, "invalid_request_error", "content_filter" if filtered else code, False)
+        else:
+            _set(error, 502, "api_error", code or "upstream_error", False)
+        return error
+
+    def _scrub(self, message: str) -> str:
+        """Upstream messages may echo the key (masked or not): never pass it on."""
+        if self.api_key and self.api_key in message:
+            message = message.replace(self.api_key, "[redacted]")
+        return _KEY_LIKE.sub("[redacted]", message)
+
+
+# ---------------------------------------------------------------- helpers --
+
+
+def _part(part: pb.ContentPart) -> dict[str, Any]:
+    kind = part.WhichOneof("part")
+    if kind == "text":
+        return {"type": "text", "text": part.text}
+    if kind == "image_url":
+        image: dict[str, str] = {"url": part.image_url.url}
+        if part.image_url.detail:
+            image["detail"] = part.image_url.detail
+        return {"type": "image_url", "image_url": image}
+    if kind == "input_audio":
+        return {"type": "input_audio", "input_audio": {"data": part.input_audio.data,
+                                                       "format": part.input_audio.format}}
+    if kind == "file":
+        f = part.file
+        return {"type": "file", "file": {k: v for k, v in (("file_id", f.file_id), ("file_data", f.file_data),
+                                                           ("filename", f.filename)) if v}}
+    return {"type": "refusal", "refusal": part.refusal}
+
+
+def _raw_json(text: str, param: str) -> Any:
+    """Client JSON embedded as written (orjson keeps integers, key order)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise InvalidRequestError(f"{param} is not valid JSON", param=param) from None
+
+
+def _tool(tool: pb.Tool, position: int) -> dict[str, Any]:
+    spec = tool.function
+    function: dict[str, Any] = {"name": spec.name}
+    if spec.description:
+        function["description"] = spec.description
+    if spec.parameters_json:
+        function["parameters"] = _raw_json(spec.parameters_json, f"tools[{position}].function.parameters")
+    if spec.HasField("strict"):
+        function["strict"] = spec.strict
+    return {"type": tool.type or "function", "function": function}
+
+
+def _tool_choice(choice: pb.ToolChoice) -> str | dict[str, Any] | None:
+    kind = choice.WhichOneof("choice")
+    if kind == "mode":
+        return choice.mode
+    if kind == "function_name":
+        return {"type": "function", "function": {"name": choice.function_name}}
+    return None
+
+
+def _response_format(fmt: pb.ResponseFormat) -> dict[str, Any]:
+    if fmt.type != "json_schema":
+        return {"type": fmt.type}
+    spec: dict[str, Any] = {"name": fmt.schema_name or "response"}
+    if fmt.description:
+        spec["description"] = fmt.description
+    if fmt.schema_json:
+        spec["schema"] = _raw_json(fmt.schema_json, "response_format.json_schema.schema")
+    if fmt.HasField("strict"):
+        spec["strict"] = fmt.strict
+    return {"type": "json_schema", "json_schema": spec}
+
+
+def _loads(body: bytes) -> dict[str, Any]:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise UpstreamProtocolError("upstream answer is not JSON") from None
+    if not isinstance(data, dict):
+        raise UpstreamProtocolError("upstream answer is not a JSON object")
+    return data
+
+
+def _finish(reason: str | None) -> str:
+    return _FINISH_REASONS.get(reason, reason) if reason else ""
+
+
+def _usage(raw: Any) -> pb.Usage:
+    if not isinstance(raw, dict):
+        return pb.Usage()
+    prompt_details = raw.get("prompt_tokens_details") or {}
+    completion_details = raw.get("completion_tokens_details") or {}
+    prompt = raw.get("prompt_tokens") or 0
+    completion = raw.get("completion_tokens") or 0
+    return pb.Usage(
+        prompt_tokens=prompt, completion_tokens=completion, total_tokens=raw.get("total_tokens") or prompt + completion,
+        # DeepSeek-style servers report cache hits at the top level.
+        cached_tokens=prompt_details.get("cached_tokens") or raw.get("prompt_cache_hit_tokens") or 0,
+        cache_write_tokens=prompt_details.get("cache_write_tokens") or 0,
+        reasoning_tokens=completion_details.get("reasoning_tokens") or 0,
+        audio_prompt_tokens=prompt_details.get("audio_tokens") or 0,
+        audio_completion_tokens=completion_details.get("audio_tokens") or 0,
+    )
+
+
+def _error_fields(error: Any) -> tuple[str, str, str, str]:
+    """(message, type, code, param) from the error shapes OpenAI-style servers
+    send: ``{"error": {...}}``, vLLM's integer codes, a bare string,
+    FastAPI's ``{"detail": ...}``."""
+    if isinstance(error, str):
+        return error, "", "", ""
+    if not isinstance(error, dict):
+        return "", "", "", ""
+    message = error.get("message") or error.get("detail") or ""
+    if not isinstance(message, str):
+        message = orjson.dumps(message).decode()
+    code, param = error.get("code"), error.get("param")
+    return (message, str(error.get("type") or ""), code if isinstance(code, str) else "",
+            param if isinstance(param, str) else "")
+
+
+def _retry_after_ms(headers: Mapping[str, str]) -> int:
+    lowered = {k.lower(): v for k, v in headers.items()}
+    try:
+        if lowered.get("retry-after-ms"):
+            return max(int(float(lowered["retry-after-ms"])), 0)
+        value = lowered.get("retry-after")
+        if value:
+            try:
+                return max(int(float(value) * 1000), 0)
+            except ValueError:
+                return max(int((parsedate_to_datetime(value).timestamp() - time.time()) * 1000), 0)
+    except (TypeError, ValueError):
+        pass
+    return 0
+
+
+def _set(error: pb.Error, status: int, kind: str, code: str, retryable: bool) -> None:
+    error.status, error.type, error.code, error.retryable = status, kind, code, retryable
