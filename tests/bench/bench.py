@@ -178,13 +178,13 @@ async def run(args: argparse.Namespace, mesh: Mesh) -> None:
     sim_pids = [mesh.processes["simulator"].popen.pid]
 
     await saturate(via, 2, args.concurrency, short)  # warm-up: connections, caches, JIT-free but lazy imports
-    names = [n for n in ("envoy", "edge", "router", "providers")]
+    names = ["envoy", "edge", "router", "providers"]
     per0 = {n: cpu_seconds([mesh.processes[n].popen.pid]) for n in names}
     cpu0, sim0 = cpu_seconds(mesh_pids), cpu_seconds(sim_pids)
     sat = await saturate(via, args.seconds, args.concurrency, short)
     cpu1, sim1 = cpu_seconds(mesh_pids), cpu_seconds(sim_pids)
-    per_process = ", ".join(f"{n} {(cpu_seconds([mesh.processes[n].popen.pid]) - per0[n]) / max(sat.count, 1) * 1e6:,.0f}"
-                            for n in names)
+    per_process = ", ".join(
+        f"{n} {(cpu_seconds([mesh.processes[n].popen.pid]) - per0[n]) / max(sat.count, 1) * 1e6:,.0f}" for n in names)
     direct_sat = await saturate(direct, args.seconds / 2, args.concurrency, short)
 
     lat_via = await fixed_rate(via, args.rate, args.seconds, stream=False, prompt=short)
