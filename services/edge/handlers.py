@@ -91,7 +91,7 @@ class Handlers:
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         started_at = time.monotonic()
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = (request.headers.get("x-request-id") or uuid.uuid4().hex).replace("-", "")
         try:
             key = self.keys.authenticate(request.headers)
             ctype = request.headers.get("content-type", "")

@@ -163,6 +163,9 @@ class ChatCompletionMessageToolCall(_Strict):
     id: str
     type: Literal["function"]
     function: Function
+    # Google's OpenAI-compatible convention for Gemini thought signatures:
+    # {"google": {"thought_signature": "..."}}, returned by us and accepted back.
+    extra_content: dict[str, Any] | None = None
 
 
 class ThinkingBlock(_Strict):

@@ -148,7 +148,8 @@ def _assistant(m: Any, out: pb.Message) -> None:
     if m.tool_calls:
         out.tool_calls.extend(
             pb.ToolCall(id=c.id, type=c.type, function=pb.FunctionCall(name=c.function.name,
-                                                                        arguments=c.function.arguments))
+                                                                        arguments=c.function.arguments),
+                        signature=_thought_signature(c.extra_content))
             for c in m.tool_calls)
     if m.refusal is not None:
         out.refusal = m.refusal
@@ -199,11 +200,22 @@ def _thinking_blocks(blocks: Any) -> list[dict[str, str]]:
             else {"type": "thinking", "thinking": b.text, "signature": b.signature} for b in blocks]
 
 
+def _thought_signature(extra_content: dict[str, Any] | None) -> str:
+    google = (extra_content or {}).get("google")
+    signature = google.get("thought_signature") if isinstance(google, dict) else None
+    return signature if isinstance(signature, str) else ""
+
+
+def _extra_content(signature: str) -> dict[str, Any]:
+    return {"google": {"thought_signature": signature}}
+
+
 @dataclass(slots=True)
 class _ToolCallState:
     id: str = ""
     name: str = ""
     arguments: list[str] = field(default_factory=list)
+    signature: str = ""
 
 
 @dataclass(slots=True)
@@ -266,6 +278,8 @@ class CompletionBuilder:
             tool.name = call.name
         if call.arguments:
             tool.arguments.append(call.arguments)
+        if call.signature:
+            tool.signature = call.signature
 
     def set_usage(self, usage: pb.Usage) -> None:
         self._usage = usage
@@ -292,10 +306,7 @@ class CompletionBuilder:
             content = ""
         message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": refusal, "annotations": []}
         if state.tool_calls:
-            message["tool_calls"] = [
-                {"id": call.id, "type": "function", "function": {"name": call.name,
-                                                                 "arguments": "".join(call.arguments)}}
-                for _, call in sorted(state.tool_calls.items())]
+            message["tool_calls"] = [_tool_call(call) for _, call in sorted(state.tool_calls.items())]
         if state.reasoning:
             message["reasoning_content"] = "".join(state.reasoning)
         if state.blocks:
@@ -365,11 +376,23 @@ class ChunkEncoder:
         return b"data: " + orjson.dumps(error_envelope(err)) + b"\n\n"
 
 
+def _tool_call(call: _ToolCallState) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": call.id, "type": "function",
+                           "function": {"name": call.name, "arguments": "".join(call.arguments)}}
+    if call.signature:
+        out["extra_content"] = _extra_content(call.signature)
+    return out
+
+
 def _tool_call_delta(call: pb.ToolCallDelta) -> dict[str, Any]:
     if call.id or call.name:
-        return {"index": call.index, "id": call.id, "type": "function",
-                "function": {"name": call.name, "arguments": call.arguments}}
-    return {"index": call.index, "function": {"arguments": call.arguments}}
+        out: dict[str, Any] = {"index": call.index, "id": call.id, "type": "function",
+                               "function": {"name": call.name, "arguments": call.arguments}}
+    else:
+        out = {"index": call.index, "function": {"arguments": call.arguments}}
+    if call.signature:
+        out["extra_content"] = _extra_content(call.signature)
+    return out
 
 
 def error_status_and_body(err: pb.Error) -> tuple[int, bytes]:

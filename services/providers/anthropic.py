@@ -85,6 +85,16 @@ class AnthropicTranslator(Translator):
                                 "cache_control", "container", "context_management"}),
     )
 
+    def needs_output_validation(self, request: pb.ChatRequest) -> bool:
+        """Structured outputs is native, but bounds it cannot enforce are only
+        described to the model, so such schemas are validated afterwards."""
+        if request.response_format.type != "json_schema" or not request.response_format.schema_json:
+            return False
+        try:
+            return has_unenforced_keywords(orjson.loads(request.response_format.schema_json))
+        except orjson.JSONDecodeError:
+            return False
+
     def build_request(self, request: pb.ChatRequest, model: str, *, stream: bool) -> UpstreamRequest:
         body = request_body(request, model, stream=stream, configured_max=self._configured_max(model))
         headers = {"anthropic-version": ANTHROPIC_VERSION, "content-type": "application/json"}
@@ -465,6 +475,26 @@ _SCHEMA_KEYWORDS = frozenset({"type", "description", "title", "properties", "req
                               "minItems", "default"})
 _STRING_FORMATS = frozenset({"date-time", "time", "date", "duration", "email", "hostname", "uri", "ipv4", "ipv6",
                              "uuid"})
+
+
+def has_unenforced_keywords(schema: Any) -> bool:
+    """True if ``strict_schema`` would move any keyword into a description."""
+    if isinstance(schema, list):
+        return any(has_unenforced_keywords(item) for item in schema)
+    if not isinstance(schema, dict):
+        return False
+    for key, value in schema.items():
+        if key in ("properties", "$defs", "definitions") and isinstance(value, dict):
+            if any(has_unenforced_keywords(sub) for sub in value.values()):
+                return True
+        elif key in ("items", "anyOf", "allOf", "oneOf"):
+            if has_unenforced_keywords(value):
+                return True
+        elif (key == "format" and value not in _STRING_FORMATS) or (key == "minItems" and value not in (0, 1)):
+            return True
+        elif key not in _SCHEMA_KEYWORDS:
+            return True
+    return False
 
 
 def strict_schema(schema: Any) -> Any:

@@ -69,10 +69,9 @@ async def stream_attempt(spec: AttemptSpec, request: pb.ChatRequest,
     ``time.monotonic()`` instant (from the gRPC deadline) or None."""
     caps = spec.translator.capabilities
     n = request.sampling.n or 1
-    emulate_schema = request.response_format.type == "json_schema" and not caps.json_schema
     if n > 1 and not caps.n:
         source = _fan_out(spec, request, n, deadline)
-    elif emulate_schema:
+    elif spec.translator.needs_output_validation(request):
         source = _validated(spec, request, deadline)
     else:
         source = _one_call(spec, request, deadline)
@@ -196,8 +195,8 @@ async def _fan_out(spec: AttemptSpec, request: pb.ChatRequest, n: int,
 
     async def pump(index: int) -> None:
         try:
-            source = _validated(spec, single, deadline) if _emulates_schema(spec, single) else \
-                _one_call(spec, single, deadline)
+            validate = spec.translator.needs_output_validation(single)
+            source = _validated(spec, single, deadline) if validate else _one_call(spec, single, deadline)
             async for event in source:
                 await queue.put((index, event))
             await queue.put((index, None))
@@ -230,10 +229,6 @@ async def _fan_out(spec: AttemptSpec, request: pb.ChatRequest, n: int,
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _emulates_schema(spec: AttemptSpec, request: pb.ChatRequest) -> bool:
-    return request.response_format.type == "json_schema" and not spec.translator.capabilities.json_schema
 
 
 def _add_usage(total: pb.Usage, part: pb.Usage) -> None:

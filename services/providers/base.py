@@ -75,6 +75,12 @@ class Translator(ABC):
         ``UpstreamProtocolError`` when the stream ends without its terminator,
         and ``UpstreamStreamError`` for an in-band error event."""
 
+    def needs_output_validation(self, request: pb.ChatRequest) -> bool:
+        """Whether the runtime must check the answer against the request's
+        json_schema because the upstream cannot guarantee it (emulated, or
+        native but with keywords the upstream does not enforce)."""
+        return request.response_format.type == "json_schema" and not self.capabilities.json_schema
+
     @abstractmethod
     def map_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> pb.Error:
         """The canonical error for a non-2xx upstream answer, with ``retryable``

@@ -11,6 +11,7 @@ the simulator use TCP on 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import os
 import secrets
@@ -42,6 +43,16 @@ SIMULATED_PROVIDERS = {
     "GEMINI_API_KEY": ("SWITCHYARD_GEMINI_BASE_URL", ""),
     "SWITCHYARD_LOCAL_API_KEY": ("SWITCHYARD_LOCAL_BASE_URL", "/compat/v1"),
 }
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it if the launcher dies, so a
+    killed test run or `make run` never leaves orphaned services behind."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class MeshError(RuntimeError):
@@ -89,7 +100,8 @@ class Process:
 
     def start(self) -> None:
         self.popen = subprocess.Popen(self.argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=True)
+                                      stdin=subprocess.DEVNULL, start_new_session=True,
+                                      preexec_fn=_die_with_parent)
         self._pump = threading.Thread(target=self._copy_output, name=f"log-{self.name}", daemon=True)
         self._pump.start()
 

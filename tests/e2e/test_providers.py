@@ -125,3 +125,4 @@ async def test_max_tokens_is_length(client: AsyncOpenAI, provider: str) -> None:
         max_tokens=3)
     assert completion.choices[0].finish_reason == "length"
     assert completion.usage.completion_tokens <= 3
+

@@ -381,3 +381,23 @@ def test_extra_fields() -> None:
     assert fields == {"provider": "openai-main", "provider_type": "openai", "request_type": "chat_completion",
                       "model_requested": "@production", "model_used": "gpt-4o-mini", "latency": 238,
                       "route": "production", "route_version": 4}
+
+
+def test_gemini_thought_signature_reaches_client_and_comes_back() -> None:
+    delta = pb.ToolCallDelta(index=0, id="call_1", name="f", arguments="{}", signature="c2lnbmVk")
+    chunk = pb.Chunk(choices=[pb.ChoiceDelta(index=0, role="assistant", tool_calls=[delta],
+                                             finish_reason="tool_calls")])
+    builder = CompletionBuilder("chatcmpl-x", 1, "m")
+    builder.add_chunk(chunk)
+    call = builder.result()["choices"][0]["message"]["tool_calls"][0]
+    assert call["extra_content"] == {"google": {"thought_signature": "c2lnbmVk"}}
+    frame = ChunkEncoder("chatcmpl-x", 1, "m").encode(chunk)
+    streamed = ChatCompletionChunk.model_validate_json(frame.split(b"data: ", 1)[1])
+    assert streamed.choices[0].delta.tool_calls[0].model_extra["extra_content"]["google"]["thought_signature"] \
+        == "c2lnbmVk"
+    req = parse({"model": "m", "messages": [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": None, "tool_calls": [dict(call)]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "ok"}]})
+    message = to_chat_request(req, request_id="r", key_id="k", tenant="t").messages[1]
+    assert message.tool_calls[0].signature == "c2lnbmVk"

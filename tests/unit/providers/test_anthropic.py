@@ -11,7 +11,12 @@ import orjson
 import pytest
 from google.protobuf import struct_pb2
 
-from providers.anthropic import JSON_OBJECT_INSTRUCTION, PLACEHOLDER_USER_TEXT, AnthropicTranslator
+from providers.anthropic import (
+    JSON_OBJECT_INSTRUCTION,
+    PLACEHOLDER_USER_TEXT,
+    AnthropicTranslator,
+    has_unenforced_keywords,
+)
 from providers.base import UpstreamProtocolError, UpstreamStreamError
 from providers.sse_decode import stream_sse
 from switchyard.config import ModelSpec, ProviderSpec
@@ -442,3 +447,15 @@ def test_error_with_non_json_body() -> None:
     error = make_translator().map_error(502, b"<html>Bad Gateway</html>", {})
     assert (error.status, error.retryable) == (502, True)
     assert "Bad Gateway" in error.message
+
+
+def test_schema_with_unenforced_bounds_is_validated_afterwards() -> None:
+    bounded = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}, "required": ["n"]}
+    plain = {"type": "object", "properties": {"s": {"type": "string", "enum": ["a"]}}}
+    assert has_unenforced_keywords(bounded) and not has_unenforced_keywords(plain)
+    translator = AnthropicTranslator("a", ProviderSpec(type="anthropic", base_url="http://x"), None)
+    schema_json = orjson.dumps(bounded).decode()
+    request = pb.ChatRequest(response_format=pb.ResponseFormat(type="json_schema", schema_json=schema_json))
+    assert translator.needs_output_validation(request)
+    request.response_format.schema_json = orjson.dumps(plain).decode()
+    assert not translator.needs_output_validation(request)
