@@ -73,4 +73,8 @@ async def run_edge(config: Config) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("draining")
+    app[HANDLERS].draining = True  # readiness fails first so Envoy stops routing here
+    drain_delay = float(os.environ.get("SWITCHYARD_EDGE_DRAIN_DELAY_S", "0"))
+    if drain_delay:
+        await asyncio.sleep(drain_delay)  # let the proxy's health check see it before the listener closes
     await runner.cleanup()

@@ -16,6 +16,7 @@ import uuid
 import grpc
 import orjson
 from aiohttp import web
+from grpc_health.v1 import health_pb2
 
 from edge import conventions
 from edge.auth import KeyStore
@@ -76,6 +77,11 @@ class Handlers:
         self._list_models = self._channel.unary_unary(
             "/switchyard.v1.Router/ListModels", request_serializer=rpb.ListModelsRequest.SerializeToString,
             response_deserializer=rpb.ListModelsResponse.FromString)
+        self._health = self._channel.unary_unary(
+            "/grpc.health.v1.Health/Check", request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString)
+        self._ready_until = 0.0
+        self.draining = False
 
     async def close(self) -> None:
         await self._channel.close()
@@ -154,6 +160,8 @@ class Handlers:
                 builder.trace = event.trace
         headers = _started_headers(started, request_id)
         headers["x-switchyard-latency-ms"] = str(round((time.monotonic() - started_at) * 1000))
+        if builder.usage is not None:
+            headers["x-switchyard-cost-usd"] = f"{builder.usage.cost_usd:.6f}"
         return web.Response(body=orjson.dumps(builder.result()), content_type=JSON, headers=headers)
 
     async def _stream(self, request: web.Request, chat: pb.ChatRequest, started: pb.Started, events,
@@ -200,7 +208,17 @@ class Handlers:
         return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type=JSON)
 
     async def ready(self, _: web.Request) -> web.Response:
-        state = self._channel.get_state(try_to_connect=True)
-        if state == grpc.ChannelConnectivity.SHUTDOWN:
-            return web.json_response({"status": "shutting down"}, status=503)
-        return web.json_response({"status": "ready", "router": state.name})
+        """Ready when not draining and a router answers its health check
+        (cached for a second: Envoy asks every second)."""
+        if self.draining:
+            return web.json_response({"status": "draining"}, status=503)
+        now = time.monotonic()
+        if now >= self._ready_until:
+            try:
+                reply = await self._health(health_pb2.HealthCheckRequest(service="switchyard.v1.Router"), timeout=1)
+            except grpc.aio.AioRpcError as exc:
+                return web.json_response({"status": "router unavailable", "code": exc.code().name}, status=503)
+            if reply.status != health_pb2.HealthCheckResponse.SERVING:
+                return web.json_response({"status": "router not serving"}, status=503)
+            self._ready_until = now + 1.0
+        return web.json_response({"status": "ready"})

@@ -284,6 +284,10 @@ class CompletionBuilder:
     def set_usage(self, usage: pb.Usage) -> None:
         self._usage = usage
 
+    @property
+    def usage(self) -> pb.Usage | None:
+        return self._usage
+
     def result(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "id": self.completion_id,

@@ -11,11 +11,14 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 from collections.abc import Callable, Iterable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
+from switchyard.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +79,14 @@ async def serve(address: str, register: Callable[[grpc.aio.Server], Iterable[str
 
 
 def run(main: Callable[[], object]) -> None:
-    """Run an async main, on uvloop unless SWITCHYARD_UVLOOP=0."""
-    if os.environ.get("SWITCHYARD_UVLOOP", "1") == "0":
-        asyncio.run(main())  # type: ignore[arg-type]
-        return
+    """Run a service's async main, on uvloop unless SWITCHYARD_UVLOOP=0. An
+    invalid config stops the service with the loader's message and exit 2,
+    rather than a half-working start."""
     import uvloop
 
-    uvloop.run(main())  # type: ignore[arg-type]
+    runner = asyncio.run if os.environ.get("SWITCHYARD_UVLOOP", "1") == "0" else uvloop.run
+    try:
+        runner(main())  # type: ignore[arg-type]
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None

@@ -36,6 +36,9 @@ async def test_chat_completion(client: AsyncOpenAI, mesh: Mesh) -> None:
     assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
     assert raw.headers["x-switchyard-provider"] == "openai"
     assert raw.headers["x-switchyard-model-used"] == "gpt-4o-mini"
+    # gpt-4o-mini list price: $0.15 / $0.60 per million input / output tokens.
+    expected = (completion.usage.prompt_tokens * 0.15 + completion.usage.completion_tokens * 0.6) / 1e6
+    assert float(raw.headers["x-switchyard-cost-usd"]) == pytest.approx(expected, abs=1e-6)
     seen = await sim_requests(mesh, tag)
     assert len(seen) == 1
     assert seen[0]["body"]["model"] == "gpt-4o-mini"
@@ -175,6 +178,15 @@ async def test_extras_rejected_for_strict_openai(client: AsyncOpenAI, mesh: Mesh
             model="gpt-4o-mini", messages=[{"role": "user", "content": f"extras {tag}"}], extra_body={"min_p": 0.1})
     assert info.value.body["param"] == "min_p"
     assert await sim_requests(mesh, tag) == []
+
+
+async def test_health_and_readiness(mesh: Mesh) -> None:
+    async with aiohttp.ClientSession() as http:
+        for path in ("/healthz", "/readyz"):
+            async with http.get(f"http://127.0.0.1:{mesh.public_port}{path}") as response:
+                assert response.status == 200, path
+        async with http.get(f"http://127.0.0.1:{mesh.public_port}/openapi.json") as response:
+            assert "/v1/chat/completions" in (await response.json())["paths"]
 
 
 async def test_models_listing(client: AsyncOpenAI) -> None:

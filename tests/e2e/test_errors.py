@@ -176,6 +176,15 @@ async def test_fallback_before_first_byte_is_invisible(client: AsyncOpenAI, mesh
     assert [r["body"]["model"] for r in seen] == ["gpt-4o-mini", "sim-backup"]
 
 
+async def test_silent_upstream_is_504_after_first_token_timeout(client: AsyncOpenAI) -> None:
+    # The test config gives openai a 2 s time-to-first-token limit.
+    with pytest.raises(openai.APIStatusError) as info:
+        await client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "[[sim delay_ms=4000]]"}])
+    assert info.value.status_code == 504
+    assert info.value.body["type"] == "timeout_error"
+
+
 async def test_stalled_upstream_times_out_with_504(client: AsyncOpenAI) -> None:
     stream = await client.chat.completions.create(
         model="gpt-4o-mini", stream=True,
