@@ -96,6 +96,7 @@ class AnthropicTranslator(Translator):
             return False
 
     def build_request(self, request: pb.ChatRequest, model: str, *, stream: bool) -> UpstreamRequest:
+        self.check_extra(request)
         body = request_body(request, model, stream=stream, configured_max=self._configured_max(model))
         headers = {"anthropic-version": ANTHROPIC_VERSION, "content-type": "application/json"}
         if self.api_key:

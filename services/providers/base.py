@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from switchyard.config import ProviderSpec
+from switchyard.errors import InvalidRequestError
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import provider_pb2 as ppb
 
@@ -74,6 +75,17 @@ class Translator(ABC):
         """Events for a streaming answer, as they arrive. Must raise
         ``UpstreamProtocolError`` when the stream ends without its terminator,
         and ``UpstreamStreamError`` for an in-band error event."""
+
+    def check_extra(self, request: pb.ChatRequest) -> None:
+        """Refuse provider-specific fields this upstream does not understand,
+        naming the field, instead of silently dropping them."""
+        allowed = self.capabilities.extra_fields
+        if "*" in allowed:
+            return
+        for name in sorted(request.extra.fields):
+            if name not in allowed:
+                raise InvalidRequestError(f"{name} is not supported by provider {self.provider} ({self.type})",
+                                          param=name)
 
     def needs_output_validation(self, request: pb.ChatRequest) -> bool:
         """Whether the runtime must check the answer against the request's

@@ -526,6 +526,7 @@ class GeminiTranslator(Translator):
                                                         "cached_content"}))
 
     def build_request(self, request: pb.ChatRequest, model: str, *, stream: bool) -> UpstreamRequest:
+        self.check_extra(request)
         system, contents = convert_messages(request.messages, model)
         body: dict[str, Any] = {"contents": contents}
         if system:

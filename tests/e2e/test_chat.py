@@ -171,11 +171,12 @@ async def test_extras_pass_through_to_compatible_upstream(client: AsyncOpenAI, m
     assert body["chat_template_kwargs"] == {"enable_thinking": False}
 
 
-async def test_extras_rejected_for_strict_openai(client: AsyncOpenAI, mesh: Mesh) -> None:
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "claude-sonnet-4-5", "gemini-2.5-flash"])
+async def test_extras_refused_by_upstreams_that_do_not_take_them(client: AsyncOpenAI, mesh: Mesh, model: str) -> None:
     tag = marker()
     with pytest.raises(openai.BadRequestError) as info:
         await client.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": f"extras {tag}"}], extra_body={"min_p": 0.1})
+            model=model, messages=[{"role": "user", "content": f"extras {tag}"}], extra_body={"min_p": 0.1})
     assert info.value.body["param"] == "min_p"
     assert await sim_requests(mesh, tag) == []
 

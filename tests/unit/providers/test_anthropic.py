@@ -265,11 +265,18 @@ def test_reasoning_with_forced_tool_is_rejected_before_the_call() -> None:
 
 def test_extra_thinking_passes_through_with_integers() -> None:
     extra = struct_pb2.Struct()
-    extra.update({"thinking": {"type": "enabled", "budget_tokens": 2048}, "unknown_field": 1})
+    extra.update({"thinking": {"type": "enabled", "budget_tokens": 2048}})
     body = body_of(pb.ChatRequest(messages=[user("x")], extra=extra, sampling=pb.Sampling(max_tokens=4000)))
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 2048}
     assert isinstance(body["thinking"]["budget_tokens"], int)
-    assert "unknown_field" not in body
+
+
+def test_unknown_extra_field_is_refused_by_name() -> None:
+    extra = struct_pb2.Struct()
+    extra.update({"min_p": 0.1})
+    with pytest.raises(InvalidRequestError) as info:
+        body_of(pb.ChatRequest(messages=[user("x")], extra=extra))
+    assert info.value.param == "min_p"
 
 
 def test_signed_reasoning_is_handed_back_first() -> None:
