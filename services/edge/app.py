@@ -30,7 +30,9 @@ async def _not_found(request: web.Request) -> web.Response:
 
 
 def create_app(config: Config, router_target: str, request_timeout_s: float = 600.0) -> web.Application:
-    handlers = Handlers(config, KeyStore(config.api_keys), router_target, request_timeout_s)
+    handlers = Handlers(config, KeyStore(config.api_keys), router_target, request_timeout_s,
+                        transport=os.environ.get("SWITCHYARD_TRANSPORT", "session"),
+                        sessions=int(os.environ.get("SWITCHYARD_EDGE_SESSIONS", "2")))
     # Bodies are read by the handler against the same limit, with an OpenAI 413.
     app = web.Application(client_max_size=config.limits.max_body_bytes)
     app[HANDLERS] = handlers

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 import grpc
 import orjson
@@ -30,7 +31,8 @@ from switchyard.errors import (
     SwitchyardError,
     UnavailableError,
 )
-from switchyard.grpc_server import CHANNEL_OPTIONS, identity
+from switchyard.grpc_server import CHANNEL_OPTIONS
+from switchyard.session import TransportError, streamer
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import router_pb2 as rpb
 
@@ -67,13 +69,13 @@ def _started_headers(started: pb.Started, request_id: str) -> dict[str, str]:
 
 
 class Handlers:
-    def __init__(self, config: Config, keys: KeyStore, router_target: str, request_timeout_s: float) -> None:
+    def __init__(self, config: Config, keys: KeyStore, router_target: str, request_timeout_s: float, *,
+                 transport: str = "session", sessions: int = 2) -> None:
         self.limits = config.limits
         self.keys = keys
         self.request_timeout_s = request_timeout_s
         self._channel = grpc.aio.insecure_channel(router_target, options=CHANNEL_OPTIONS)
-        self._chat = self._channel.unary_stream("/switchyard.v1.Router/Chat", request_serializer=identity,
-                                                response_deserializer=pb.ChatEvent.FromString)
+        self._chat = streamer(self._channel, "switchyard.v1.Router", "Chat", transport=transport, sessions=sessions)
         self._list_models = self._channel.unary_unary(
             "/switchyard.v1.Router/ListModels", request_serializer=rpb.ListModelsRequest.SerializeToString,
             response_deserializer=rpb.ListModelsResponse.FromString)
@@ -120,10 +122,16 @@ class Handlers:
         except SwitchyardError as exc:
             return json_error(exc, request_id)
 
-        call = self._chat(chat.SerializeToString(), timeout=self.request_timeout_s)
+        request_bytes = chat.SerializeToString()
+        events = self._events(request_bytes)
         try:
-            events = call.__aiter__()
             try:
+                first = await anext(events)
+            except TransportError:
+                # Nothing was sent anywhere yet: one retry, on a fresh session
+                # (and so possibly another router replica), is safe.
+                await events.aclose()
+                events = self._events(request_bytes)
                 first = await anext(events)
             except StopAsyncIteration:
                 return json_error(UnavailableError("the router ended the stream without an answer"), request_id)
@@ -133,9 +141,11 @@ class Handlers:
             if chat.stream:
                 return await self._stream(request, chat, started, events, request_id)
             return await self._complete(chat, req.model, started, events, request_id, started_at)
-        except grpc.aio.AioRpcError as exc:
-            log.warning("router call failed: %s", exc.code().name)
-            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        except StopAsyncIteration:
+            return json_error(UnavailableError("the router ended the stream without an answer"), request_id)
+        except TransportError as exc:
+            log.warning("router call failed: %s", exc.code.name)
+            if exc.code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 err = pb.Error(status=504, type="timeout_error", code="deadline_exceeded",
                                message="the request timed out")
             else:
@@ -143,21 +153,31 @@ class Handlers:
                                message="the router is unavailable")
             return _proto_error_response(err, {"x-request-id": request_id})
         finally:
-            call.cancel()
+            await events.aclose()
+
+    async def _events(self, request_bytes: bytes) -> AsyncIterator[pb.ChatEvent]:
+        async for raw in self._chat(request_bytes, self.request_timeout_s):
+            yield pb.ChatEvent.FromString(raw)
 
     async def _complete(self, chat: pb.ChatRequest, model: str, started: pb.Started, events, request_id: str,
                         started_at: float) -> web.Response:
         builder = CompletionBuilder("chatcmpl-" + request_id, int(time.time()), started.model or model)
+        finished = False
         async for event in events:
             kind = event.WhichOneof("event")
             if kind == "chunk":
                 builder.add_chunk(event.chunk)
             elif kind == "usage":
                 builder.set_usage(event.usage)
+                finished = True
             elif kind == "error":
                 return _proto_error_response(event.error, {"x-request-id": request_id})
             elif kind == "trace":
                 builder.trace = event.trace
+        if not finished:
+            err = pb.Error(status=502, type="api_error", code="stream_interrupted",
+                           message="the answer was interrupted before it was complete")
+            return _proto_error_response(err, {"x-request-id": request_id})
         headers = _started_headers(started, request_id)
         headers["x-switchyard-latency-ms"] = str(round((time.monotonic() - started_at) * 1000))
         if builder.usage is not None:
@@ -175,20 +195,27 @@ class Handlers:
         include_usage = chat.include_usage
         encoder = ChunkEncoder("chatcmpl-" + request_id, int(time.time()), started.model or chat.model,
                                include_usage=include_usage)
-        failed = False
-        async for event in events:
-            kind = event.WhichOneof("event")
-            if kind == "chunk":
-                await response.write(encoder.encode(event.chunk))
-            elif kind == "usage":
-                if include_usage:
-                    await response.write(encoder.encode_usage(event.usage))
-            elif kind == "error":
-                await response.write(encoder.encode_error(event.error))
-                failed = True
-                break
-        if not failed:
-            await response.write(DONE)
+        error: pb.Error | None = None
+        finished = False  # the usage event closes every complete answer
+        try:
+            async for event in events:
+                kind = event.WhichOneof("event")
+                if kind == "chunk":
+                    await response.write(encoder.encode(event.chunk))
+                elif kind == "usage":
+                    finished = True
+                    if include_usage:
+                        await response.write(encoder.encode_usage(event.usage))
+                elif kind == "error":
+                    error = event.error
+                    break
+        except TransportError as exc:
+            log.warning("router stream broke mid-answer: %s", exc.code.name)
+        if error is None and not finished:
+            error = pb.Error(status=502, type="api_error", code="stream_interrupted",
+                             message="the answer was interrupted before it was complete")
+        # A failed stream ends with an error event and never a clean [DONE].
+        await response.write(encoder.encode_error(error) if error is not None else DONE)
         await response.write_eof()
         return response
 

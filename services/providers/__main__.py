@@ -18,7 +18,8 @@ async def main() -> None:
     address = os.environ.get("SWITCHYARD_PROVIDERS_ADDRESS", "127.0.0.1:50061")
     grace = float(os.environ.get("SWITCHYARD_PROVIDERS_GRACE_S", "30"))
 
-    await serve(address, ProviderServicer(registry).register, grace=grace, on_stop=registry.close)
+    servicer = ProviderServicer(registry)
+    await serve(address, servicer.register, grace=grace, on_drain=servicer.session.drain, on_stop=registry.close)
 
 
 if __name__ == "__main__":

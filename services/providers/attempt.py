@@ -75,10 +75,16 @@ async def stream_attempt(spec: AttemptSpec, request: pb.ChatRequest,
         source = _validated(spec, request, deadline)
     else:
         source = _one_call(spec, request, deadline)
+    priced = False
     async for event in source:
         if event.HasField("usage"):
             event.usage.cost_usd = cost_usd(spec.pricing, event.usage)
+            priced = True
         yield event
+    if not priced:
+        # Usage closes every complete answer, even from an upstream that
+        # reports none, so a cut relay can be told from a finished one.
+        yield ppb.GenerateEvent(usage=pb.Usage())
 
 
 def _remaining(deadline: float | None, limit: float) -> float:

@@ -20,6 +20,7 @@ from providers.attempt import AttemptFailedError, AttemptSpec, stream_attempt
 from providers.registry import ProviderRegistry
 from switchyard.errors import SwitchyardError
 from switchyard.grpc_server import identity
+from switchyard.session import SessionServicer
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import provider_pb2 as ppb
 
@@ -28,11 +29,25 @@ SERVICE = "switchyard.v1.Provider"
 _END = object()
 
 
+def internal_error(exc: BaseException) -> bytes:
+    return ppb.GenerateEvent(error=pb.Error(status=500, type="api_error", code="internal_error", retryable=True,
+                                            message="the provider worker failed")).SerializeToString()
+
+
 class ProviderServicer:
     def __init__(self, registry: ProviderRegistry) -> None:
         self.registry = registry
+        self.session = SessionServicer(self.stream_generate, on_error=internal_error)
 
-    async def generate(self, request: ppb.GenerateRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+    async def generate(self, request_bytes: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        remaining = context.time_remaining()
+        deadline = time.monotonic() + remaining if remaining is not None else None
+        async for payload in self.stream_generate(request_bytes, deadline):
+            yield payload
+
+    async def stream_generate(self, request_bytes: bytes, deadline: float | None) -> AsyncIterator[bytes]:
+        """GenerateEvent bytes for one attempt; ``deadline`` is time.monotonic()-based."""
+        request = ppb.GenerateRequest.FromString(request_bytes)
         target = request.target
         spec = self.registry.attempt_spec(target.provider, target.model)
         if spec is None:
@@ -40,8 +55,6 @@ class ProviderServicer:
                              message=f"provider {target.provider!r} is not configured")
             yield ppb.GenerateEvent(error=error).SerializeToString()
             return
-        remaining = context.time_remaining()
-        deadline = time.monotonic() + remaining if remaining is not None else None
         events = self._batched(spec, request.request, deadline) if request.request.stream else \
             self._serialized(spec, request.request, deadline)
         async for payload in events:
@@ -97,8 +110,11 @@ class ProviderServicer:
         return ppb.GenerateEvent(error=error).SerializeToString()
 
     def register(self, server: grpc.aio.Server) -> list[str]:
-        handlers = {"Generate": grpc.unary_stream_rpc_method_handler(
-            self.generate, request_deserializer=ppb.GenerateRequest.FromString, response_serializer=identity)}
+        handlers = {
+            "Generate": grpc.unary_stream_rpc_method_handler(self.generate, request_deserializer=identity,
+                                                             response_serializer=identity),
+            "GenerateSession": self.session.method_handler(),
+        }
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
         return [SERVICE]
 

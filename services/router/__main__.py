@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 
+import grpc
+
 from router.resolve import Resolver
 from router.server import RouterServicer
 from router.usage import LogUsageSink
 from switchyard import logs
 from switchyard.config import load_config
-from switchyard.grpc_server import run, serve
+from switchyard.grpc_server import CHANNEL_OPTIONS, run, serve
+from switchyard.session import streamer
 
 
 async def main() -> None:
@@ -18,8 +21,12 @@ async def main() -> None:
     address = os.environ.get("SWITCHYARD_ROUTER_ADDRESS", "127.0.0.1:50051")
     providers = os.environ.get("SWITCHYARD_ROUTER_PROVIDERS_TARGET", "127.0.0.1:50061")
     grace = float(os.environ.get("SWITCHYARD_ROUTER_GRACE_S", "30"))
-    servicer = RouterServicer(Resolver(config), providers, LogUsageSink())
-    await serve(address, servicer.register, grace=grace, on_stop=servicer.close)
+    channel = grpc.aio.insecure_channel(providers, options=CHANNEL_OPTIONS)
+    generate = streamer(channel, "switchyard.v1.Provider", "Generate",
+                        transport=os.environ.get("SWITCHYARD_TRANSPORT", "session"),
+                        sessions=int(os.environ.get("SWITCHYARD_ROUTER_SESSIONS", "2")))
+    servicer = RouterServicer(Resolver(config), generate, LogUsageSink())
+    await serve(address, servicer.register, grace=grace, on_drain=servicer.session.drain, on_stop=channel.close)
 
 
 if __name__ == "__main__":

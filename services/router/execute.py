@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import grpc
 
 from router.resolve import Plan
+from switchyard.session import Streamer, TransportError
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import provider_pb2 as ppb
 
@@ -24,9 +25,6 @@ log = logging.getLogger(__name__)
 TAG_CHUNK = 0x12
 TAG_USAGE = 0x22
 TAG_ERROR = 0x32
-
-GenerateCall = Callable[..., grpc.aio.UnaryStreamCall]
-
 
 @dataclass(slots=True)
 class Outcome:
@@ -62,8 +60,8 @@ def _event(**kwargs: object) -> bytes:
     return pb.ChatEvent(**kwargs).SerializeToString()
 
 
-def _unavailable(exc: grpc.aio.AioRpcError, provider: str) -> pb.Error:
-    code = exc.code()
+def _unavailable(exc: TransportError, provider: str) -> pb.Error:
+    code = exc.code
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return pb.Error(status=504, type="timeout_error", code="deadline_exceeded",
                         message="the request deadline passed before the upstream answered", retryable=False,
@@ -72,7 +70,7 @@ def _unavailable(exc: grpc.aio.AioRpcError, provider: str) -> pb.Error:
                     message=f"provider worker unavailable ({code.name})", retryable=True, provider=provider)
 
 
-async def stream_plan(plan: Plan, request_id: str, request_bytes: bytes, generate: GenerateCall,
+async def stream_plan(plan: Plan, request_id: str, request_bytes: bytes, generate: Streamer,
                       deadline: float | None, outcome: Outcome) -> AsyncIterator[bytes]:
     """ChatEvent bytes for the client, filling ``outcome`` as it goes."""
     last_error: pb.Error | None = None
@@ -81,11 +79,10 @@ async def stream_plan(plan: Plan, request_id: str, request_bytes: bytes, generat
         record = pb.AttemptRecord(provider=target.provider, model=target.model, outcome="error")
         outcome.attempts.append(record)
         timeout = None if deadline is None else max(deadline - time.monotonic(), 0.001)
-        call = generate(generate_request_bytes(request_bytes, target.provider, target.model, number),
-                        timeout=timeout)
+        events = generate(generate_request_bytes(request_bytes, target.provider, target.model, number), timeout)
         committed = False
         try:
-            async for raw in call:
+            async for raw in events:
                 tag = raw[0] if raw else 0
                 if tag == TAG_ERROR:
                     error = ppb.GenerateEvent.FromString(raw).error
@@ -116,7 +113,7 @@ async def stream_plan(plan: Plan, request_id: str, request_bytes: bytes, generat
                 last_error = pb.Error(status=502, type="api_error", code="empty_response",
                                       message=f"{target.provider} ended the stream without output", retryable=True,
                                       provider=target.provider)
-        except grpc.aio.AioRpcError as exc:
+        except TransportError as exc:
             error = _unavailable(exc, target.provider)
             record.error_type, record.status = error.type, error.status
             if committed or not error.retryable or number == len(plan.targets):
@@ -130,7 +127,7 @@ async def stream_plan(plan: Plan, request_id: str, request_bytes: bytes, generat
             raise
         finally:
             record.latency_ms = (time.monotonic() - attempt_started) * 1000
-            call.cancel()
+            await events.aclose()
         log.info("attempt %d on %s/%s failed before output (%s); falling back", number, target.provider,
                  target.model, last_error.code if last_error else "?")
     error = last_error or pb.Error(status=502, type="api_error", code="no_attempt", message="no attempt could run")

@@ -48,9 +48,10 @@ def identity(data: bytes) -> bytes:
 
 
 async def serve(address: str, register: Callable[[grpc.aio.Server], Iterable[str]], *, grace: float = 30.0,
-                on_stop: Callable[[], object] | None = None) -> None:
+                on_drain: Callable[[], None] | None = None, on_stop: Callable[[], object] | None = None) -> None:
     """Run until SIGTERM/SIGINT. ``register`` adds servicers and returns their
-    full service names (for health and reflection)."""
+    full service names (for health and reflection); ``on_drain`` runs first
+    at shutdown (sessions tell their clients to go elsewhere)."""
     server = grpc.aio.server(options=SERVER_OPTIONS)
     names = list(register(server))
     health_servicer = health.aio.HealthServicer()
@@ -70,6 +71,8 @@ async def serve(address: str, register: Callable[[grpc.aio.Server], Iterable[str
     await stop.wait()
     log.info("draining (grace %.0fs)", grace)
     await health_servicer.enter_graceful_shutdown()
+    if on_drain is not None:
+        on_drain()
     await server.stop(grace)
     if on_stop is not None:
         result = on_stop()

@@ -55,6 +55,10 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+PASSED_SETTINGS = frozenset({"SWITCHYARD_TRANSPORT", "SWITCHYARD_UVLOOP", "SWITCHYARD_LOG_LEVEL",
+                             "SWITCHYARD_EDGE_SESSIONS", "SWITCHYARD_ROUTER_SESSIONS"})
+
+
 class MeshError(RuntimeError):
     """The mesh could not start; the message says which part and why."""
 
@@ -189,7 +193,8 @@ class Mesh:
         return f"http://127.0.0.1:{self.admin_port}"
 
     def _service_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+        # Hermetic: only tuning knobs pass from the caller's SWITCHYARD_* settings.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_") or k in PASSED_SETTINGS}
         env.update(self.settings.extra_env)
         env["PYTHONPATH"] = str(SERVICES)
         env["PYTHONUNBUFFERED"] = "1"
@@ -253,7 +258,8 @@ class Mesh:
             admin_port=self.admin_port,
         ))
         self._spawn("envoy", [bin_path("envoy"), "-c", str(envoy_config), "--log-level", "warn",
-                              "--disable-hot-restart", "--base-id", str(self.admin_port)])
+                              "--disable-hot-restart", "--base-id", str(self.admin_port),
+                              "--concurrency", os.environ.get("SWITCHYARD_ENVOY_CONCURRENCY", "1")])
 
         self._wait("nats", deadline, lambda: _tcp_open(self.nats_port))
         if self.simulated:

@@ -234,8 +234,7 @@ def main() -> None:
     run_dir = Path(tempfile.mkdtemp(prefix="sy-bench-"))
     mesh = Mesh(MeshSettings(run_dir=run_dir, public_port=0, api_key="sy_" + secrets.token_hex(20),
                              force_simulator=True,
-                             extra_env={"SWITCHYARD_LOG_LEVEL": "WARNING",
-                                        "SWITCHYARD_UVLOOP": os.environ.get("SWITCHYARD_UVLOOP", "1")}))
+                             extra_env={"SWITCHYARD_LOG_LEVEL": "WARNING"}))
     mesh.start()
     try:
         uvloop.run(run(args, mesh))

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from switchyard.v1 import provider_pb2 as switchyard_dot_v1_dot_provider__pb2
+from switchyard.v1 import session_pb2 as switchyard_dot_v1_dot_session__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -39,6 +40,11 @@ class ProviderStub:
                 request_serializer=switchyard_dot_v1_dot_provider__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=switchyard_dot_v1_dot_provider__pb2.GenerateEvent.FromString,
                 _registered_method=True)
+        self.GenerateSession = channel.stream_stream(
+                '/switchyard.v1.Provider/GenerateSession',
+                request_serializer=switchyard_dot_v1_dot_session__pb2.SessionFrames.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_session__pb2.SessionReplies.FromString,
+                _registered_method=True)
 
 
 class ProviderServicer:
@@ -50,6 +56,14 @@ class ProviderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GenerateSession(self, request_iterator, context):
+        """Generate calls multiplexed on one stream: request = GenerateRequest
+        bytes, events = GenerateEvent bytes. The router's hot path.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProviderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -57,6 +71,11 @@ def add_ProviderServicer_to_server(servicer, server):
                     servicer.Generate,
                     request_deserializer=switchyard_dot_v1_dot_provider__pb2.GenerateRequest.FromString,
                     response_serializer=switchyard_dot_v1_dot_provider__pb2.GenerateEvent.SerializeToString,
+            ),
+            'GenerateSession': grpc.stream_stream_rpc_method_handler(
+                    servicer.GenerateSession,
+                    request_deserializer=switchyard_dot_v1_dot_session__pb2.SessionFrames.FromString,
+                    response_serializer=switchyard_dot_v1_dot_session__pb2.SessionReplies.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +105,33 @@ class Provider:
             '/switchyard.v1.Provider/Generate',
             switchyard_dot_v1_dot_provider__pb2.GenerateRequest.SerializeToString,
             switchyard_dot_v1_dot_provider__pb2.GenerateEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GenerateSession(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/switchyard.v1.Provider/GenerateSession',
+            switchyard_dot_v1_dot_session__pb2.SessionFrames.SerializeToString,
+            switchyard_dot_v1_dot_session__pb2.SessionReplies.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,4 +1,5 @@
 from switchyard.v1 import chat_pb2 as _chat_pb2
+from switchyard.v1 import session_pb2 as _session_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message

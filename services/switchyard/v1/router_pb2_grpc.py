@@ -5,6 +5,7 @@ import warnings
 
 from switchyard.v1 import chat_pb2 as switchyard_dot_v1_dot_chat__pb2
 from switchyard.v1 import router_pb2 as switchyard_dot_v1_dot_router__pb2
+from switchyard.v1 import session_pb2 as switchyard_dot_v1_dot_session__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -45,6 +46,11 @@ class RouterStub:
                 request_serializer=switchyard_dot_v1_dot_router__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=switchyard_dot_v1_dot_router__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.ChatSession = channel.stream_stream(
+                '/switchyard.v1.Router/ChatSession',
+                request_serializer=switchyard_dot_v1_dot_session__pb2.SessionFrames.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_session__pb2.SessionReplies.FromString,
+                _registered_method=True)
 
 
 class RouterServicer:
@@ -64,6 +70,14 @@ class RouterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ChatSession(self, request_iterator, context):
+        """Chat calls multiplexed on one stream: request = ChatRequest bytes,
+        events = ChatEvent bytes. The edge's hot path (see session.proto).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +90,11 @@ def add_RouterServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=switchyard_dot_v1_dot_router__pb2.ListModelsRequest.FromString,
                     response_serializer=switchyard_dot_v1_dot_router__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'ChatSession': grpc.stream_stream_rpc_method_handler(
+                    servicer.ChatSession,
+                    request_deserializer=switchyard_dot_v1_dot_session__pb2.SessionFrames.FromString,
+                    response_serializer=switchyard_dot_v1_dot_session__pb2.SessionReplies.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +151,33 @@ class Router:
             '/switchyard.v1.Router/ListModels',
             switchyard_dot_v1_dot_router__pb2.ListModelsRequest.SerializeToString,
             switchyard_dot_v1_dot_router__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChatSession(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/switchyard.v1.Router/ChatSession',
+            switchyard_dot_v1_dot_session__pb2.SessionFrames.SerializeToString,
+            switchyard_dot_v1_dot_session__pb2.SessionReplies.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc
 
 from router.execute import Outcome, generate_request_bytes, stream_plan
 from router.resolve import Plan, Target
+from switchyard.session import TransportError
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import provider_pb2 as ppb
 
@@ -21,43 +24,29 @@ def usage(tokens: int) -> bytes:
     return ppb.GenerateEvent(usage=pb.Usage(completion_tokens=tokens, cost_usd=0.5)).SerializeToString()
 
 
-class FakeCall:
-    def __init__(self, events: list[bytes | BaseException]) -> None:
-        self.events = events
-        self.cancelled = False
-
-    def __aiter__(self) -> FakeCall:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if not self.events:
-            raise StopAsyncIteration
-        item = self.events.pop(0)
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
 class Provider:
     """Scripted provider worker: one list of events per attempt."""
 
     def __init__(self, *attempts: list[bytes | BaseException]) -> None:
         self.attempts = list(attempts)
         self.requests: list[ppb.GenerateRequest] = []
-        self.calls: list[FakeCall] = []
+        self.closed: list[bool] = []
 
-    def __call__(self, request: bytes, timeout: float | None = None) -> FakeCall:
+    async def __call__(self, request: bytes, timeout_s: float | None = None) -> AsyncIterator[bytes]:
         self.requests.append(ppb.GenerateRequest.FromString(request))
-        call = FakeCall(self.attempts.pop(0))
-        self.calls.append(call)
-        return call
+        index = len(self.closed)
+        self.closed.append(False)
+        try:
+            for item in self.attempts.pop(0):
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.closed[index] = True
 
 
-def rpc_error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details="x")
+def transport_error(code: grpc.StatusCode) -> TransportError:
+    return TransportError(code, "x")
 
 
 PLAN = Plan([Target("a", "m1"), Target("b", "m2")], "raw")
@@ -114,16 +103,16 @@ async def test_error_after_output_ends_stream_without_fallback() -> None:
 
 
 async def test_dead_worker_before_output_falls_back() -> None:
-    provider = Provider([rpc_error(grpc.StatusCode.UNAVAILABLE)], [chunk("ok"), usage(1)])
+    provider = Provider([transport_error(grpc.StatusCode.UNAVAILABLE)], [chunk("ok"), usage(1)])
     events, _ = await run(provider)
     assert events[0].started.provider == "b"
 
 
 async def test_dead_worker_mid_stream_is_an_error_event() -> None:
-    provider = Provider([chunk("x"), rpc_error(grpc.StatusCode.UNAVAILABLE)])
+    provider = Provider([chunk("x"), transport_error(grpc.StatusCode.UNAVAILABLE)])
     events, _outcome = await run(provider)
     assert events[-1].error.code == "provider_unavailable"
-    assert provider.calls[0].cancelled
+    assert provider.closed[0]
 
 
 async def test_all_attempts_fail_reports_last_error() -> None:
@@ -146,6 +135,6 @@ async def test_cancellation_cancels_provider_call() -> None:
     await anext(agen)  # started
     await anext(agen)  # first chunk
     await agen.aclose()  # what a cancelled client call does to the generator
-    assert provider.calls[0].cancelled
+    assert provider.closed[0]
     assert outcome.cancelled
     assert outcome.attempts[0].outcome == "cancelled"
