@@ -71,7 +71,11 @@ class Settings:
     retry_budget_percent: float = 20.0
     retry_min_concurrency: int = 10
     circuit_max: int = 100_000
-    lb_policy: str = "LEAST_REQUEST"
+    # Round robin, not least-request: the internal hops carry long-lived
+    # session streams, and least-request's power-of-two choice prefers a
+    # replica that just died (it has no requests left), so a retry after a
+    # connect failure would often pick it again despite previous_hosts.
+    lb_policy: str = "ROUND_ROBIN"
     health_check_interval_s: float = 1
     health_check_timeout_s: float = 1
     health_check_no_traffic_interval_s: float = 2

@@ -72,9 +72,20 @@ def _unavailable(exc: TransportError, provider: str) -> pb.Error:
 
 async def stream_plan(plan: Plan, request_id: str, request_bytes: bytes, generate: Streamer,
                       deadline: float | None, outcome: Outcome) -> AsyncIterator[bytes]:
-    """ChatEvent bytes for the client, filling ``outcome`` as it goes."""
+    """ChatEvent bytes for the client, filling ``outcome`` as it goes.
+
+    Falls back to the next target while nothing has been sent. A worker that
+    vanished (transport failure) before output gets the same target once more,
+    on a fresh session that Envoy routes to a healthy worker replica.
+    """
+    targets = list(plan.targets)
+    transport_retry_left = True
     last_error: pb.Error | None = None
-    for number, target in enumerate(plan.targets, start=1):
+    index = 0
+    while index < len(targets):
+        target = targets[index]
+        number = index + 1
+        has_next = number < len(targets)
         attempt_started = time.monotonic()
         record = pb.AttemptRecord(provider=target.provider, model=target.model, outcome="error")
         outcome.attempts.append(record)
@@ -88,7 +99,7 @@ async def stream_plan(plan: Plan, request_id: str, request_bytes: bytes, generat
                     error = ppb.GenerateEvent.FromString(raw).error
                     record.error_type = error.type
                     record.status = error.status
-                    if not committed and error.retryable and number < len(plan.targets):
+                    if not committed and error.retryable and has_next:
                         last_error = error
                         break  # nothing sent yet: try the next target
                     outcome.error = error
@@ -108,15 +119,19 @@ async def stream_plan(plan: Plan, request_id: str, request_bytes: bytes, generat
             else:
                 if committed:
                     record.outcome = "ok"
-                    record.latency_ms = (time.monotonic() - attempt_started) * 1000
                     return
                 last_error = pb.Error(status=502, type="api_error", code="empty_response",
                                       message=f"{target.provider} ended the stream without output", retryable=True,
                                       provider=target.provider)
         except TransportError as exc:
+            log.info("attempt %d on %s/%s: transport failed: %s", number, target.provider, target.model, exc)
             error = _unavailable(exc, target.provider)
             record.error_type, record.status = error.type, error.status
-            if committed or not error.retryable or number == len(plan.targets):
+            if not committed and error.retryable and transport_retry_left:
+                transport_retry_left = False
+                targets.insert(index + 1, target)
+                has_next = True
+            if committed or not error.retryable or not has_next:
                 outcome.error = error
                 yield _event(error=error)
                 return
@@ -128,8 +143,9 @@ async def stream_plan(plan: Plan, request_id: str, request_bytes: bytes, generat
         finally:
             record.latency_ms = (time.monotonic() - attempt_started) * 1000
             await events.aclose()
-        log.info("attempt %d on %s/%s failed before output (%s); falling back", number, target.provider,
+        log.info("attempt %d on %s/%s failed before output (%s); trying the next", number, target.provider,
                  target.model, last_error.code if last_error else "?")
+        index += 1
     error = last_error or pb.Error(status=502, type="api_error", code="no_attempt", message="no attempt could run")
     outcome.error = error
     yield _event(error=error)

@@ -155,6 +155,8 @@ class MeshSettings:
     stop_grace_s: float = 10.0
     # Tests: use the simulator for every provider even if real keys are set.
     force_simulator: bool = False
+    router_replicas: int = 1
+    provider_replicas: int = 1
 
 
 class Mesh:
@@ -171,8 +173,10 @@ class Mesh:
         self.simulator_port = settings.simulator_port or free_port()
         self.nats_port = settings.nats_port or free_port()
         self.admin_port = settings.admin_port or free_port()
+        self.routers = replica_names("router", settings.router_replicas)
+        self.providers = replica_names("providers", settings.provider_replicas)
         self.sockets = {name: run / f"{name}.sock" for name in
-                        ("edge", "router", "providers", "envoy-router", "envoy-providers")}
+                        ("edge", *self.routers, *self.providers, "envoy-router", "envoy-providers")}
         self.simulated: list[str] = []
         self.env = self._service_env()
 
@@ -237,11 +241,13 @@ class Mesh:
                              "-sd", str(run / "nats"), "--no_advertise"])
         if self.simulated:
             self._spawn("simulator", [sys.executable, "-m", "simulator", "--port", str(self.simulator_port)])
-        self._python("providers", "providers", {"SWITCHYARD_PROVIDERS_ADDRESS": f"unix:{self.sockets['providers']}"})
-        self._python("router", "router", {
-            "SWITCHYARD_ROUTER_ADDRESS": f"unix:{self.sockets['router']}",
-            "SWITCHYARD_ROUTER_PROVIDERS_TARGET": f"unix:{self.sockets['envoy-providers']}",
-        })
+        for name in self.providers:
+            self._python("providers", name, {"SWITCHYARD_PROVIDERS_ADDRESS": f"unix:{self.sockets[name]}"})
+        for name in self.routers:
+            self._python("router", name, {
+                "SWITCHYARD_ROUTER_ADDRESS": f"unix:{self.sockets[name]}",
+                "SWITCHYARD_ROUTER_PROVIDERS_TARGET": f"unix:{self.sockets['envoy-providers']}",
+            })
         self._python("edge", "edge", {
             "SWITCHYARD_EDGE_ADDRESS": f"unix:{self.sockets['edge']}",
             "SWITCHYARD_EDGE_ROUTER_TARGET": f"unix:{self.sockets['envoy-router']}",
@@ -252,9 +258,9 @@ class Mesh:
             public_addr=f"127.0.0.1:{self.public_port}",
             edge_addr=f"unix:{self.sockets['edge']}",
             router_listen_addr=f"unix:{self.sockets['envoy-router']}",
-            router_addrs=[f"unix:{self.sockets['router']}"],
+            router_addrs=[f"unix:{self.sockets[name]}" for name in self.routers],
             provider_listen_addr=f"unix:{self.sockets['envoy-providers']}",
-            provider_addrs=[f"unix:{self.sockets['providers']}"],
+            provider_addrs=[f"unix:{self.sockets[name]}" for name in self.providers],
             admin_port=self.admin_port,
         ))
         self._spawn("envoy", [bin_path("envoy"), "-c", str(envoy_config), "--log-level", "warn",
@@ -264,8 +270,8 @@ class Mesh:
         self._wait("nats", deadline, lambda: _tcp_open(self.nats_port))
         if self.simulated:
             self._wait("simulator", deadline, lambda: _http_ok(f"{self.simulator_url}/healthz"))
-        self._wait("providers", deadline, lambda: _grpc_serving(f"unix:{self.sockets['providers']}"))
-        self._wait("router", deadline, lambda: _grpc_serving(f"unix:{self.sockets['router']}"))
+        for name in (*self.providers, *self.routers):
+            self._wait(name, deadline, lambda name=name: _grpc_serving(f"unix:{self.sockets[name]}"))
         self._wait("envoy", deadline, lambda: _http_ok(f"{self.admin_url}/ready"))
         self._wait("edge", deadline, lambda: _http_ok(f"http://127.0.0.1:{self.public_port}/readyz"))
         self._wait("router", deadline, lambda: _grpc_serving(f"unix:{self.sockets['envoy-router']}"))
@@ -299,11 +305,16 @@ class Mesh:
     def stop(self) -> dict[str, int | None]:
         """Stop in reverse dependency order: front first, NATS last."""
         codes: dict[str, int | None] = {}
-        for name in ("envoy", "edge", "router", "providers", "simulator", "nats"):
+        for name in ("envoy", "edge", *self.routers, *self.providers, "simulator", "nats"):
             process = self.processes.get(name)
             if process is not None:
                 codes[name] = process.stop(self.settings.stop_grace_s)
         return codes
+
+
+def replica_names(base: str, count: int) -> list[str]:
+    """``router``, ``router-2``, ... so a single replica keeps the plain name."""
+    return [base if i == 1 else f"{base}-{i}" for i in range(1, count + 1)]
 
 
 def _tcp_open(port: int) -> bool:

@@ -144,7 +144,7 @@ def test_local_with_two_router_replicas_validates(tmp_path: Path) -> None:
     validate(text, tmp_path)
     router = clusters(yaml.safe_load(text))["router"]
     assert [a["socket_address"]["port_value"] for a in endpoints(router)] == [50051, 50061]
-    assert router["lb_policy"] == "LEAST_REQUEST"
+    assert router["lb_policy"] == "ROUND_ROBIN"
 
 
 @needs_envoy

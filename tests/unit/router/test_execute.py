@@ -102,10 +102,27 @@ async def test_error_after_output_ends_stream_without_fallback() -> None:
     assert len(provider.requests) == 1
 
 
-async def test_dead_worker_before_output_falls_back() -> None:
+async def test_dead_worker_before_output_retries_same_target_once() -> None:
     provider = Provider([transport_error(grpc.StatusCode.UNAVAILABLE)], [chunk("ok"), usage(1)])
-    events, _ = await run(provider)
+    events, _outcome = await run(provider)
+    assert events[0].started.provider == "a" and events[0].started.attempt == 2
+    assert [r.target.provider for r in provider.requests] == ["a", "a"]
+
+
+async def test_dead_workers_twice_then_falls_back_to_next_target() -> None:
+    provider = Provider([transport_error(grpc.StatusCode.UNAVAILABLE)],
+                        [transport_error(grpc.StatusCode.UNAVAILABLE)], [chunk("ok"), usage(1)])
+    events, _outcome = await run(provider)
+    assert [r.target.provider for r in provider.requests] == ["a", "a", "b"]
     assert events[0].started.provider == "b"
+
+
+async def test_single_target_dead_worker_reports_503() -> None:
+    provider = Provider([transport_error(grpc.StatusCode.UNAVAILABLE)],
+                        [transport_error(grpc.StatusCode.UNAVAILABLE)])
+    events, _outcome = await run(provider, Plan([Target("a", "m1")], "raw"))
+    assert [e.WhichOneof("event") for e in events] == ["error"]
+    assert events[0].error.status == 503 and len(provider.requests) == 2
 
 
 async def test_dead_worker_mid_stream_is_an_error_event() -> None:

@@ -1,0 +1,52 @@
+"""A private mesh per fault test (it gets broken on purpose), with two
+router and two provider worker replicas behind Envoy."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from openai import AsyncOpenAI
+
+from switchyard.launcher import Mesh, MeshSettings
+from tests.e2e.conftest import _test_config
+
+
+@pytest.fixture
+def replicated_mesh() -> Iterator[Mesh]:
+    run_dir = Path(tempfile.mkdtemp(prefix="sy-f-"))
+    settings = MeshSettings(run_dir=run_dir, public_port=0, config_path=_test_config(run_dir, "sy_" + "x" * 40),
+                            api_key="sy_" + secrets.token_hex(20), force_simulator=True,
+                            router_replicas=2, provider_replicas=2,
+                            extra_env={"SWITCHYARD_ROUTER_GRACE_S": "20", "SWITCHYARD_PROVIDERS_GRACE_S": "20"})
+    mesh = Mesh(settings)
+    try:
+        mesh.start()
+    except Exception:
+        print(mesh.logs())
+        mesh.stop()
+        raise
+    yield mesh
+    mesh.stop()
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call" and report.failed:
+        mesh = item.funcargs.get("replicated_mesh")
+        if mesh is not None:
+            report.sections.append(("mesh logs", mesh.logs()))
+    return report
+
+
+@pytest.fixture
+async def fault_client(replicated_mesh: Mesh) -> AsyncOpenAI:
+    async with AsyncOpenAI(base_url=replicated_mesh.base_url, api_key=replicated_mesh.api_key, max_retries=0,
+                           timeout=60) as client:
+        yield client
