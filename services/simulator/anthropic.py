@@ -30,6 +30,7 @@ import orjson
 from aiohttp import web
 
 from simulator.scenarios import Recorder, Script, count_tokens, parse_script, strip_directives, words_for
+from simulator.schema_instances import instance_for
 from simulator.streaming import Frame, send_json, send_stream
 
 API = "anthropic"
@@ -383,7 +384,7 @@ def plan_answer(body: dict[str, Any], turns: list[dict[str, Any]], script: Scrip
     calls = tools_to_call(body, last, prompt)
     if calls:
         answer.tool_calls = [(f"toolu_sim{secrets.token_hex(10)}", tool["name"],
-                              example_for(tool.get("input_schema") or {})) for tool in calls]
+                              instance_for(tool.get("input_schema") or {})) for tool in calls]
         answer.stop_reason = "tool_use"
     else:
         _write_text(answer, body, script, _tool_results_text(last) or prompt, budget)
@@ -397,7 +398,7 @@ def plan_answer(body: dict[str, Any], turns: list[dict[str, Any]], script: Scrip
 def _write_text(answer: Answer, body: dict[str, Any], script: Script, prompt: str, budget: int) -> None:
     fmt = (body.get("output_config") or {}).get("format")
     if fmt:
-        words = orjson.dumps(example_for(fmt["schema"])).decode().split(" ")
+        words = orjson.dumps(instance_for(fmt["schema"])).decode().split(" ")
     elif _JSON_OBJECT_ASKED.search(system_text(body)):
         plain, _ = words_for(prompt, answer.model, script.tokens, None)
         words = orjson.dumps({"answer": " ".join(plain)}).decode().split(" ")
@@ -426,54 +427,6 @@ def tools_to_call(body: dict[str, Any], last: dict[str, Any], prompt: str) -> li
     if choice["type"] == "any" and not mentioned:
         mentioned = tools[:1]
     return mentioned[:1] if choice.get("disable_parallel_tool_use") else mentioned
-
-
-def example_for(schema: Any, defs: dict[str, Any] | None = None, depth: int = 0) -> Any:
-    """A small JSON instance valid against ``schema`` (the common keywords)."""
-    if not isinstance(schema, dict) or depth > 8:
-        return None
-    if defs is None:
-        defs = {**schema.get("definitions", {}), **schema.get("$defs", {})}
-    if "$ref" in schema:
-        return example_for(defs.get(str(schema["$ref"]).rsplit("/", 1)[-1], {}), defs, depth + 1)
-    if "const" in schema:
-        return schema["const"]
-    if schema.get("enum"):
-        return schema["enum"][0]
-    for key in ("anyOf", "oneOf"):
-        if schema.get(key):
-            return example_for(schema[key][0], defs, depth + 1)
-    if schema.get("allOf"):
-        merged: dict[str, Any] = {}
-        for part in schema["allOf"]:
-            merged = {**merged, **part, "properties": {**merged.get("properties", {}), **part.get("properties", {})},
-                      "required": [*merged.get("required", []), *part.get("required", [])]}
-        return example_for(merged, defs, depth + 1)
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    if kind == "object" or (kind is None and "properties" in schema):
-        props = schema.get("properties", {})
-        names = schema.get("required", list(props))
-        return {name: example_for(props.get(name, {"type": "string"}), defs, depth + 1) for name in names}
-    if kind == "array":
-        return [example_for(schema.get("items", {"type": "string"}), defs, depth + 1)
-                for _ in range(max(schema.get("minItems", 1), 1))]
-    if kind in ("integer", "number"):
-        value = max(schema.get("minimum", 1), 1) if kind == "integer" else max(schema.get("minimum", 1.5), 1.5)
-        return min(value, schema.get("maximum", value))
-    if kind == "boolean":
-        return True
-    if kind == "null":
-        return None
-    return _example_string(schema)
-
-
-def _example_string(schema: dict[str, Any]) -> str:
-    formats = {"date-time": "2025-01-01T00:00:00Z", "date": "2025-01-01", "time": "12:00:00",
-               "email": "sim@example.com", "uri": "https://example.com", "uuid": "00000000-0000-4000-8000-000000000000"}
-    value = formats.get(schema.get("format", ""), "sim")
-    return value.ljust(schema.get("minLength", 0), "x")
 
 
 # ---------------------------------------------------------------- streaming --

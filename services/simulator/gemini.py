@@ -27,6 +27,7 @@ import orjson
 from aiohttp import web
 
 from simulator.scenarios import Recorder, Script, count_tokens, parse_script, words_for
+from simulator.schema_instances import instance_for
 from simulator.streaming import Frame, send_json, send_stream
 
 API = "gemini"
@@ -287,63 +288,6 @@ def scripted_error(script: Script) -> GeminiError:
 
 
 # ------------------------------------------------------------------- answer --
-
-
-def instance_for(schema: Any, root: Any = None, depth: int = 0) -> Any:
-    """A JSON value valid against ``schema`` (JSON Schema or Gemini's OpenAPI subset)."""
-    root = schema if root is None else root
-    if not isinstance(schema, dict) or depth > 12:
-        return "simulated"
-    ref = schema.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/"):
-        target: Any = root
-        for key in ref[2:].split("/"):
-            target = target.get(key, {}) if isinstance(target, dict) else {}
-        return instance_for(target, root, depth + 1)
-    if "const" in schema:
-        return schema["const"]
-    if schema.get("enum"):
-        return schema["enum"][0]
-    for key in ("anyOf", "oneOf"):
-        options = [o for o in schema.get(key) or [] if isinstance(o, dict) and o.get("type") != "null"]
-        if options:
-            return instance_for(options[0], root, depth + 1)
-    if schema.get("allOf"):
-        merged: dict[str, Any] = {}
-        for sub in schema["allOf"]:
-            merged.update(sub if isinstance(sub, dict) else {})
-        return instance_for(merged, root, depth + 1)
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    kind = (kind or ("object" if "properties" in schema else "array" if "items" in schema else "string")).lower()
-    if kind == "object":
-        props = schema.get("properties") or {}
-        names = schema.get("required") if schema.get("required") is not None else list(props)
-        return {name: instance_for(props.get(name, {"type": "string"}), root, depth + 1) for name in names}
-    if kind == "array":
-        count = max(int(schema.get("minItems", 1)), 1)
-        count = min(count, int(schema.get("maxItems", count)))
-        return [instance_for(schema.get("items") or {"type": "string"}, root, depth + 1) for _ in range(count)]
-    if kind in ("integer", "number"):
-        low = schema.get("minimum", schema.get("exclusiveMinimum", 1))
-        value = max(1, low + (1 if "exclusiveMinimum" in schema and "minimum" not in schema else 0))
-        if "maximum" in schema:
-            value = min(value, schema["maximum"])
-        return int(value) if kind == "integer" else float(value)
-    if kind == "boolean":
-        return True
-    if kind == "null":
-        return None
-    return string_for(schema)
-
-
-def string_for(schema: dict[str, Any]) -> str:
-    value = {"date-time": "2025-01-01T00:00:00Z", "date": "2025-01-01", "time": "12:00:00", "email":
-             "user@example.com", "uri": "https://example.com/", "uuid": "00000000-0000-4000-8000-000000000000"
-             }.get(schema.get("format", ""), "simulated")
-    value = value.ljust(int(schema.get("minLength", 0)), "x")
-    return value[: int(schema["maxLength"])] if "maxLength" in schema else value
 
 
 @dataclass(slots=True)

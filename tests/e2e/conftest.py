@@ -4,6 +4,7 @@ test fails."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shutil
 import tempfile
@@ -18,7 +19,7 @@ from switchyard.config import hash_key, key_prefix
 from switchyard.launcher import DEFAULT_CONFIG, Mesh, MeshSettings
 
 
-def _test_config(run_dir: Path, limited_key: str) -> Path:
+def write_test_config(run_dir: Path, limited_key: str) -> Path:
     """The `make run` config plus a restricted key and fallback aliases."""
     data = yaml.safe_load(DEFAULT_CONFIG.read_text())
     data["api_keys"].append({"id": "limited", "tenant": "acme", "prefix": key_prefix(limited_key),
@@ -31,33 +32,47 @@ def _test_config(run_dir: Path, limited_key: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def mesh() -> Iterator[Mesh]:
-    # Short path: Unix socket paths are limited to 108 bytes.
-    run_dir = Path(tempfile.mkdtemp(prefix="sy-"))
-    limited = "sy_" + secrets.token_hex(20)
-    settings = MeshSettings(run_dir=run_dir, public_port=0, config_path=_test_config(run_dir, limited),
-                            api_key="sy_" + secrets.token_hex(20), force_simulator=True)
+@contextlib.contextmanager
+def running_mesh(settings: MeshSettings) -> Iterator[Mesh]:
+    """Start a mesh, print its logs if it fails to start, always stop it."""
     instance = Mesh(settings)
-    instance.limited_key = limited  # type: ignore[attr-defined]
     try:
         instance.start()
     except Exception:
         print(instance.logs())
         instance.stop()
         raise
-    yield instance
-    instance.stop()
-    shutil.rmtree(run_dir, ignore_errors=True)
+    try:
+        yield instance
+    finally:
+        instance.stop()
+        shutil.rmtree(settings.run_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mesh() -> Iterator[Mesh]:
+    # Short path: Unix socket paths are limited to 108 bytes.
+    run_dir = Path(tempfile.mkdtemp(prefix="sy-"))
+    limited = "sy_" + secrets.token_hex(20)
+    settings = MeshSettings(run_dir=run_dir, public_port=0, config_path=write_test_config(run_dir, limited),
+                            api_key="sy_" + secrets.token_hex(20), force_simulator=True)
+    with running_mesh(settings) as instance:
+        instance.limited_key = limited  # type: ignore[attr-defined]
+        yield instance
+
+
+def attach_mesh_logs(item: pytest.Item, report: pytest.TestReport) -> None:
+    """Append the logs of any mesh the failed test used to its report."""
+    if report.when == "call" and report.failed:
+        for value in getattr(item, "funcargs", {}).values():
+            if isinstance(value, Mesh):
+                report.sections.append(("mesh logs", value.logs()))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     report = yield
-    if report.when == "call" and report.failed and "mesh" in item.fixturenames:
-        mesh_instance = item.funcargs.get("mesh")
-        if mesh_instance is not None:
-            report.sections.append(("mesh logs", mesh_instance.logs()))
+    attach_mesh_logs(item, report)
     return report
 
 

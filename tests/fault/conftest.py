@@ -4,7 +4,6 @@ router and two provider worker replicas behind Envoy."""
 from __future__ import annotations
 
 import secrets
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,35 +12,24 @@ import pytest
 from openai import AsyncOpenAI
 
 from switchyard.launcher import Mesh, MeshSettings
-from tests.e2e.conftest import _test_config
+from tests.e2e.conftest import attach_mesh_logs, running_mesh, write_test_config
 
 
 @pytest.fixture
 def replicated_mesh() -> Iterator[Mesh]:
     run_dir = Path(tempfile.mkdtemp(prefix="sy-f-"))
-    settings = MeshSettings(run_dir=run_dir, public_port=0, config_path=_test_config(run_dir, "sy_" + "x" * 40),
+    settings = MeshSettings(run_dir=run_dir, public_port=0, config_path=write_test_config(run_dir, "sy_" + "x" * 40),
                             api_key="sy_" + secrets.token_hex(20), force_simulator=True,
                             router_replicas=2, provider_replicas=2,
                             extra_env={"SWITCHYARD_ROUTER_GRACE_S": "20", "SWITCHYARD_PROVIDERS_GRACE_S": "20"})
-    mesh = Mesh(settings)
-    try:
-        mesh.start()
-    except Exception:
-        print(mesh.logs())
-        mesh.stop()
-        raise
-    yield mesh
-    mesh.stop()
-    shutil.rmtree(run_dir, ignore_errors=True)
+    with running_mesh(settings) as mesh:
+        yield mesh
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     report = yield
-    if report.when == "call" and report.failed:
-        mesh = item.funcargs.get("replicated_mesh")
-        if mesh is not None:
-            report.sections.append(("mesh logs", mesh.logs()))
+    attach_mesh_logs(item, report)
     return report
 
 

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestServer
 
 from simulator import anthropic as sim
 from simulator.scenarios import Recorder
+from simulator.schema_instances import instance_for
 
 MODEL = "claude-haiku-4-5"
 WEATHER = {"name": "get_weather", "description": "Current weather",
@@ -74,7 +75,7 @@ async def test_create_tool_use(client: anthropic.AsyncAnthropic) -> None:
     assert message.stop_reason == "tool_use"
     (block,) = message.content
     assert block.type == "tool_use" and block.name == "get_weather" and block.id.startswith("toolu_")
-    assert block.input == {"city": "sim", "days": 1, "unit": "c"}
+    assert block.input == instance_for(WEATHER["input_schema"])
 
 
 async def test_create_thinking_and_hand_it_back(client: anthropic.AsyncAnthropic) -> None:
@@ -102,7 +103,7 @@ async def test_stream_helper_accumulates_tool_input(client: anthropic.AsyncAnthr
         final = await stream.get_final_message()
     (block,) = final.content
     assert block.type == "tool_use"
-    assert block.input == {"city": "sim", "days": 1, "unit": "c"}
+    assert block.input == instance_for(WEATHER["input_schema"])
     assert final.stop_reason == "tool_use"
 
 
