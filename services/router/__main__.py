@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import grpc
 
 from router.resolve import Resolver
 from router.server import RouterServicer
-from router.usage import LogUsageSink
+from router.usage import CountingUsageSink, UsageSink
 from switchyard import logs
 from switchyard.config import load_config
+from switchyard.events import UsagePublisher
 from switchyard.grpc_server import CHANNEL_OPTIONS, run, serve
 from switchyard.session import streamer
 
@@ -25,8 +27,22 @@ async def main() -> None:
     generate = streamer(channel, "switchyard.v1.Provider", "Generate",
                         transport=os.environ.get("SWITCHYARD_TRANSPORT", "session"),
                         sessions=int(os.environ.get("SWITCHYARD_ROUTER_SESSIONS", "2")))
-    servicer = RouterServicer(Resolver(config), generate, LogUsageSink())
-    await serve(address, servicer.register, grace=grace, on_drain=servicer.session.drain, on_stop=channel.close)
+    nats_url = os.environ.get("SWITCHYARD_NATS_URL")
+    usage: UsageSink
+    if nats_url:
+        publisher = UsagePublisher(nats_url, Path(os.environ.get("SWITCHYARD_ROUTER_SPOOL", "var/spool/router.usage")))
+        await publisher.start()
+        usage = publisher
+    else:
+        usage = CountingUsageSink()
+    servicer = RouterServicer(Resolver(config), generate, usage)
+
+    async def stop() -> None:
+        await channel.close()
+        if nats_url:
+            await publisher.close()  # queued events reach NATS or the spool before exit
+
+    await serve(address, servicer.register, grace=grace, on_drain=servicer.session.drain, on_stop=stop)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ class UsageSink(Protocol):
     def record(self, event: upb.UsageEvent) -> None: ...
 
 
-class LogUsageSink:
+class CountingUsageSink:
     """Keeps counters only; used when no NATS publisher is configured."""
 
     def __init__(self) -> None:

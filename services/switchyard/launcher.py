@@ -245,6 +245,7 @@ class Mesh:
             self._python("providers", name, {"SWITCHYARD_PROVIDERS_ADDRESS": f"unix:{self.sockets[name]}"})
         for name in self.routers:
             self._python("router", name, {
+                "SWITCHYARD_ROUTER_SPOOL": str(run / "spool" / f"{name}.usage"),
                 "SWITCHYARD_ROUTER_ADDRESS": f"unix:{self.sockets[name]}",
                 "SWITCHYARD_ROUTER_PROVIDERS_TARGET": f"unix:{self.sockets['envoy-providers']}",
             })
