@@ -18,6 +18,7 @@ import struct
 from pathlib import Path
 
 import nats
+from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 from nats.js.errors import BadRequestError
 
@@ -79,6 +80,7 @@ class UsagePublisher:
         self._nc: nats.NATS | None = None
         self._task: asyncio.Task[None] | None = None
         self._connector: asyncio.Task[None] | None = None
+        self._js: JetStreamContext | None = None
         self.published = 0
         self.spooled = 0
 
@@ -129,6 +131,7 @@ class UsagePublisher:
             except Exception as exc:  # JetStream not ready yet after a server start
                 log.warning("usage: cannot create stream %s (%s); retrying", STREAM, type(exc).__name__)
                 await asyncio.sleep(1)
+        self._js = js  # one context: it owns the subscription that receives publish acks
         self._nc = nc
         log.info("usage: publishing to NATS stream %s", STREAM)
 
@@ -168,8 +171,8 @@ class UsagePublisher:
     async def _publish_batch(self, batch: list[upb.UsageEvent]) -> list[upb.UsageEvent]:
         """Publish without waiting per event (one ack future each); return the
         events whose ack did not come."""
-        assert self._nc is not None
-        js = self._nc.jetstream()
+        js = self._js
+        assert js is not None
         futures: list[asyncio.Future[object] | None] = []
         for event in batch:
             try:
@@ -191,9 +194,9 @@ class UsagePublisher:
         return failed
 
     async def _publish(self, event: upb.UsageEvent, payload: bytes | None = None) -> bool:
-        assert self._nc is not None
+        assert self._js is not None
         try:
-            await self._nc.jetstream().publish(
+            await self._js.publish(
                 subject_for(event), payload or event.SerializeToString(), timeout=self.publish_timeout_s,
                 headers={"Nats-Msg-Id": event.request_id})
         except Exception as exc:  # timeouts, no responders while the server restarts
