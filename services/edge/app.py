@@ -32,7 +32,8 @@ async def _not_found(request: web.Request) -> web.Response:
 def create_app(config: Config, router_target: str, request_timeout_s: float = 600.0) -> web.Application:
     handlers = Handlers(config, KeyStore(config.api_keys), router_target, request_timeout_s,
                         transport=os.environ.get("SWITCHYARD_TRANSPORT", "session"),
-                        sessions=int(os.environ.get("SWITCHYARD_EDGE_SESSIONS", "2")))
+                        sessions=int(os.environ.get("SWITCHYARD_EDGE_SESSIONS", "2")),
+                        sse_heartbeat_s=float(os.environ.get("SWITCHYARD_EDGE_SSE_HEARTBEAT_S", "15")))
     # Bodies are read by the handler against the same limit, with an OpenAI 413.
     app = web.Application(client_max_size=config.limits.max_body_bytes)
     app[HANDLERS] = handlers

@@ -9,6 +9,7 @@ no ``[DONE]``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -39,6 +40,7 @@ from switchyard.v1 import router_pb2 as rpb
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
+HEARTBEAT = b": keep-alive\n\n"
 
 
 def json_error(exc: SwitchyardError, request_id: str = "") -> web.Response:
@@ -70,8 +72,9 @@ def _started_headers(started: pb.Started, request_id: str) -> dict[str, str]:
 
 class Handlers:
     def __init__(self, config: Config, keys: KeyStore, router_target: str, request_timeout_s: float, *,
-                 transport: str = "session", sessions: int = 2) -> None:
+                 transport: str = "session", sessions: int = 2, sse_heartbeat_s: float = 15.0) -> None:
         self.limits = config.limits
+        self.sse_heartbeat_s = sse_heartbeat_s
         self.keys = keys
         self.request_timeout_s = request_timeout_s
         self._channel = grpc.aio.insecure_channel(router_target, options=CHANNEL_OPTIONS)
@@ -198,7 +201,7 @@ class Handlers:
         error: pb.Error | None = None
         finished = False  # the usage event closes every complete answer
         try:
-            async for event in events:
+            async for event in self._with_heartbeats(events, response):
                 kind = event.WhichOneof("event")
                 if kind == "chunk":
                     await response.write(encoder.encode(event.chunk))
@@ -218,6 +221,31 @@ class Handlers:
         await response.write(encoder.encode_error(error) if error is not None else DONE)
         await response.write_eof()
         return response
+
+    async def _with_heartbeats(self, events: AsyncIterator[pb.ChatEvent],
+                               response: web.StreamResponse) -> AsyncIterator[pb.ChatEvent]:
+        """The events, with an SSE comment written whenever the upstream is
+        silent for ``sse_heartbeat_s`` (a reasoning model thinking), so that no
+        proxy or client between here and the user times the stream out."""
+        pending: asyncio.Task[pb.ChatEvent] | None = None
+        try:
+            while True:
+                if pending is None:
+                    pending = asyncio.ensure_future(anext(events))
+                done, _ = await asyncio.wait((pending,), timeout=self.sse_heartbeat_s)
+                if not done:
+                    await response.write(HEARTBEAT)
+                    continue
+                task, pending = pending, None
+                try:
+                    event = task.result()
+                except StopAsyncIteration:
+                    return
+                yield event
+        finally:
+            if pending is not None:  # the client left while we waited
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
 
     async def models(self, request: web.Request) -> web.Response:
         try:

@@ -55,7 +55,8 @@ def mesh() -> Iterator[Mesh]:
     run_dir = Path(tempfile.mkdtemp(prefix="sy-"))
     limited = "sy_" + secrets.token_hex(20)
     settings = MeshSettings(run_dir=run_dir, public_port=0, config_path=write_test_config(run_dir, limited),
-                            api_key="sy_" + secrets.token_hex(20), force_simulator=True)
+                            api_key="sy_" + secrets.token_hex(20), force_simulator=True,
+                            extra_env={"SWITCHYARD_EDGE_SSE_HEARTBEAT_S": "0.3"})
     with running_mesh(settings) as instance:
         instance.limited_key = limited  # type: ignore[attr-defined]
         yield instance

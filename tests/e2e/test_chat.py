@@ -70,6 +70,26 @@ async def test_stream_with_usage(client: AsyncOpenAI) -> None:
     assert last.usage.completion_tokens == len(text.split())
 
 
+async def test_heartbeats_during_upstream_silence(client: AsyncOpenAI, mesh: Mesh) -> None:
+    # The test mesh sends a heartbeat after 0.3 s of silence; the upstream
+    # pauses 0.9 s between its words.
+    prompt = "slow words [[sim tokens=3 chunk_delay_ms=900]]"
+    body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": prompt}]}
+    async with aiohttp.ClientSession() as http, http.post(
+            f"{mesh.base_url}/chat/completions", json=body,
+            headers={"authorization": f"Bearer {mesh.api_key}"}) as response:
+        lines = [line.decode().rstrip("\n") async for line in response.content if line.strip()]
+    assert ": keep-alive" in lines
+    first_data = next(i for i, line in enumerate(lines) if line.startswith("data: {"))
+    assert lines.index(": keep-alive") > first_data  # only once the answer has started
+    assert lines[-1] == "data: [DONE]"
+    # The SDK skips the comments and sees the whole answer.
+    stream = await client.chat.completions.create(model="gpt-4o-mini", stream=True,
+                                                  messages=[{"role": "user", "content": prompt}])
+    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert len(text.split()) == 3
+
+
 async def test_n_choices(client: AsyncOpenAI) -> None:
     completion = await client.chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "two please"}], n=2)
