@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import os
 import secrets
+import shutil
 import statistics
 import sys
 import tempfile
@@ -240,6 +241,7 @@ def main() -> None:
         uvloop.run(run(args, mesh))
     finally:
         mesh.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

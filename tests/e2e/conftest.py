@@ -56,7 +56,8 @@ def mesh() -> Iterator[Mesh]:
     limited = "sy_" + secrets.token_hex(20)
     settings = MeshSettings(run_dir=run_dir, public_port=0, config_path=write_test_config(run_dir, limited),
                             api_key="sy_" + secrets.token_hex(20), force_simulator=True,
-                            extra_env={"SWITCHYARD_EDGE_SSE_HEARTBEAT_S": "0.3"})
+                            # Debug logging on: the hygiene tests check no key or prompt leaks even then.
+                            extra_env={"SWITCHYARD_EDGE_SSE_HEARTBEAT_S": "0.3", "SWITCHYARD_LOG_LEVEL": "DEBUG"})
     with running_mesh(settings) as instance:
         instance.limited_key = limited  # type: ignore[attr-defined]
         yield instance
