@@ -10,12 +10,9 @@ import aiohttp
 import anthropic
 import orjson
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
-from simulator import anthropic as sim
-from simulator.scenarios import Recorder
 from simulator.schema_instances import instance_for
+from tests.conftest import SimServer
 
 MODEL = "claude-haiku-4-5"
 WEATHER = {"name": "get_weather", "description": "Current weather",
@@ -25,15 +22,8 @@ WEATHER = {"name": "get_weather", "description": "Current weather",
 
 
 @pytest.fixture(scope="module")
-async def sim_url() -> AsyncIterator[str]:
-    app = web.Application()
-    sim.add_routes(app, Recorder())
-    server = TestServer(app, host="127.0.0.1", port=0)
-    await server.start_server()
-    try:
-        yield str(server.make_url("")).rstrip("/")
-    finally:
-        await server.close()
+def sim_url(simulator: SimServer) -> str:
+    return simulator.url
 
 
 @pytest.fixture
@@ -43,12 +33,6 @@ async def client(sim_url: str) -> AsyncIterator[anthropic.AsyncAnthropic]:
         yield sdk
     finally:
         await sdk.close()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def headers(**extra: str) -> dict[str, str]:

@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import aiohttp
 import jsonschema
 import orjson
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from google import genai
 from google.genai import errors, types
 
 from simulator import gemini
-from simulator.scenarios import Recorder
+from tests.conftest import SimServer
 
 # The SDK's own aiohttp subclass warns on import of every client; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession:DeprecationWarning")
@@ -26,27 +23,13 @@ MODEL = "gemini-2.5-flash"
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 
 
-@dataclass
-class Sim:
-    url: str
-    recorder: Recorder
-
-
 @pytest.fixture(scope="module")
-async def sim() -> AsyncIterator[Sim]:
-    app = web.Application()
-    recorder = Recorder()
-    gemini.add_routes(app, recorder)
-    server = TestServer(app, host="127.0.0.1", port=0)
-    await server.start_server()
-    try:
-        yield Sim(str(server.make_url("")).rstrip("/"), recorder)
-    finally:
-        await server.close()
+def sim(simulator: SimServer) -> SimServer:
+    return simulator
 
 
 @pytest.fixture
-async def client(sim: Sim) -> AsyncIterator[genai.Client]:
+async def client(sim: SimServer) -> AsyncIterator[genai.Client]:
     options = types.HttpOptions(base_url=sim.url, api_version="v1beta")
     client = genai.Client(api_key=secrets.token_hex(16), http_options=options)
     try:
@@ -69,7 +52,7 @@ def no_afc(**kwargs: object) -> types.GenerateContentConfig:
 # --------------------------------------------------------------- SDK parses --
 
 
-async def test_sdk_text_usage_and_key_header(client: genai.Client, sim: Sim) -> None:
+async def test_sdk_text_usage_and_key_header(client: genai.Client, sim: SimServer) -> None:
     marker = secrets.token_hex(6)
     response = await client.aio.models.generate_content(model=MODEL, contents=f"Hello [[sim tokens=6]] {marker}")
     assert response.text is not None and len(response.text.split()) == 6
@@ -81,7 +64,7 @@ async def test_sdk_text_usage_and_key_header(client: genai.Client, sim: Sim) -> 
     assert seen.headers["x-goog-api-key"] and "key=" not in seen.path
 
 
-async def test_sdk_default_api_version_and_stream(sim: Sim) -> None:
+async def test_sdk_default_api_version_and_stream(sim: SimServer) -> None:
     prompt = f"Stream me please {secrets.token_hex(6)}"
     async with genai.Client(api_key=secrets.token_hex(16), http_options=types.HttpOptions(base_url=sim.url)).aio as aio:
         whole = await aio.models.generate_content(model=MODEL, contents=prompt)
@@ -218,7 +201,7 @@ async def test_sdk_assistant_role_is_rejected(client: genai.Client) -> None:
 # -------------------------------------------------------------- rejections --
 
 
-async def post(http: aiohttp.ClientSession, sim: Sim, body: object, *, path: str = f"{MODEL}:generateContent",
+async def post(http: aiohttp.ClientSession, sim: SimServer, body: object, *, path: str = f"{MODEL}:generateContent",
                key: str | None = "header") -> tuple[int, dict]:
     headers = {"x-goog-api-key": secrets.token_hex(8)} if key == "header" else {}
     async with http.post(f"{sim.url}/v1beta/models/{path}", data=orjson.dumps(body), headers=headers) as response:
@@ -229,13 +212,13 @@ def hello() -> list[dict]:
     return [{"role": "user", "parts": [{"text": "hi"}]}]
 
 
-async def test_key_in_query_is_rejected(http: aiohttp.ClientSession, sim: Sim) -> None:
+async def test_key_in_query_is_rejected(http: aiohttp.ClientSession, sim: SimServer) -> None:
     status, body = await post(http, sim, {"contents": hello()}, path=f"{MODEL}:generateContent?key=abc", key=None)
     assert status == 400 and body["error"]["status"] == "INVALID_ARGUMENT"
     assert "x-goog-api-key" in body["error"]["message"]
 
 
-async def test_missing_key_is_rejected(http: aiohttp.ClientSession, sim: Sim) -> None:
+async def test_missing_key_is_rejected(http: aiohttp.ClientSession, sim: SimServer) -> None:
     status, body = await post(http, sim, {"contents": hello()}, key=None)
     assert (status, body["error"]["status"]) == (403, "PERMISSION_DENIED")
 
@@ -265,19 +248,19 @@ async def test_missing_key_is_rejected(http: aiohttp.ClientSession, sim: Sim) ->
                                                           "thoughtSignature": "not base64!"}]}]},
      "Base64 decoding failed"),
 ])
-async def test_invalid_requests_are_rejected(http: aiohttp.ClientSession, sim: Sim, body: dict,
+async def test_invalid_requests_are_rejected(http: aiohttp.ClientSession, sim: SimServer, body: dict,
                                              message: str) -> None:
     status, answer = await post(http, sim, body)
     assert status == 400 and answer["error"]["status"] == "INVALID_ARGUMENT"
     assert message in answer["error"]["message"]
 
 
-async def test_snake_case_field_names_are_accepted(http: aiohttp.ClientSession, sim: Sim) -> None:
+async def test_snake_case_field_names_are_accepted(http: aiohttp.ClientSession, sim: SimServer) -> None:
     status, answer = await post(http, sim, {"contents": hello(), "generation_config": {"max_output_tokens": 1}})
     assert status == 200 and answer["candidates"][0]["finishReason"] == "MAX_TOKENS"
 
 
-async def test_gemini3_needs_signatures_on_replayed_calls(http: aiohttp.ClientSession, sim: Sim) -> None:
+async def test_gemini3_needs_signatures_on_replayed_calls(http: aiohttp.ClientSession, sim: SimServer) -> None:
     def turn(signature: str | None) -> dict:
         part: dict = {"functionCall": {"name": "f", "args": {}}}
         if signature:
@@ -291,12 +274,12 @@ async def test_gemini3_needs_signatures_on_replayed_calls(http: aiohttp.ClientSe
     assert status == 200
 
 
-async def test_unknown_model_is_not_found(http: aiohttp.ClientSession, sim: Sim) -> None:
+async def test_unknown_model_is_not_found(http: aiohttp.ClientSession, sim: SimServer) -> None:
     status, answer = await post(http, sim, {"contents": hello()}, path="gpt-4o:generateContent")
     assert (status, answer["error"]["status"]) == (404, "NOT_FOUND")
 
 
-async def test_stream_without_alt_sse_is_a_json_array(http: aiohttp.ClientSession, sim: Sim) -> None:
+async def test_stream_without_alt_sse_is_a_json_array(http: aiohttp.ClientSession, sim: SimServer) -> None:
     async with http.post(f"{sim.url}/v1beta/models/{MODEL}:streamGenerateContent",
                          data=orjson.dumps({"contents": hello()}),
                          headers={"x-goog-api-key": secrets.token_hex(8)}) as response:

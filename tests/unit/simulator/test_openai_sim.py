@@ -15,13 +15,11 @@ import jsonschema
 import openai
 import orjson
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from openai import AsyncOpenAI
 from pydantic import BaseModel
 
 from simulator import openai as sim
-from simulator.scenarios import Recorder
+from tests.conftest import SimServer
 
 MODEL = "gpt-4o-mini"
 WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"},
@@ -36,38 +34,18 @@ PNG = base64.b64encode(bytes.fromhex(
     "0000000d49444154789c6360f8cfc0f01f0005000201ab2a3bf10000000049454e44ae426082")).decode()
 
 
-class Server:
-    def __init__(self, url: str, recorder: Recorder) -> None:
-        self.url = url
-        self.recorder = recorder
-
-
 @pytest.fixture(scope="module")
-async def server() -> AsyncIterator[Server]:
-    app = web.Application()
-    recorder = Recorder()
-    sim.add_routes(app, recorder)
-    test_server = TestServer(app, host="127.0.0.1", port=0)
-    await test_server.start_server()
-    try:
-        yield Server(str(test_server.make_url("")).rstrip("/"), recorder)
-    finally:
-        await test_server.close()
+def server(simulator: SimServer) -> SimServer:
+    return simulator
 
 
 @pytest.fixture
-async def client(server: Server) -> AsyncIterator[AsyncOpenAI]:
+async def client(server: SimServer) -> AsyncIterator[AsyncOpenAI]:
     sdk = AsyncOpenAI(base_url=f"{server.url}/v1", api_key=secrets.token_hex(16), max_retries=0)
     try:
         yield sdk
     finally:
         await sdk.close()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def marker() -> str:
@@ -213,7 +191,7 @@ async def test_sdk_error_classes(client: AsyncOpenAI) -> None:
     assert broken.value.type == "server_error"
 
 
-async def test_models_listing(client: AsyncOpenAI, server: Server, http: aiohttp.ClientSession) -> None:
+async def test_models_listing(client: AsyncOpenAI, server: SimServer, http: aiohttp.ClientSession) -> None:
     models = await client.models.list()
     assert {"gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "o4-mini"} <= {m.id for m in models.data}
     async with http.get(f"{server.url}/v1/models") as response:
@@ -307,7 +285,7 @@ REJECTIONS = [
 
 @pytest.mark.parametrize(("body", "status", "param", "code", "fragment"), [r[1:] for r in REJECTIONS],
                          ids=[r[0] for r in REJECTIONS])
-async def test_rejected_like_the_real_api(server: Server, http: aiohttp.ClientSession, body: dict, status: int,
+async def test_rejected_like_the_real_api(server: SimServer, http: aiohttp.ClientSession, body: dict, status: int,
                                           param: str | None, code: str | None, fragment: str) -> None:
     tag = marker()
     body = {**body, "metadata": {"tag": tag}}
@@ -328,7 +306,7 @@ async def test_valid_image_is_accepted(client: AsyncOpenAI) -> None:
 
 
 @pytest.mark.parametrize("authorization", [None, "", "Bearer ", "Basic dXNlcjpwYXNz", "Bearer"])
-async def test_missing_or_malformed_auth_is_401(server: Server, http: aiohttp.ClientSession,
+async def test_missing_or_malformed_auth_is_401(server: SimServer, http: aiohttp.ClientSession,
                                                 authorization: str | None) -> None:
     status, _, raw = await post(http, f"{server.url}/v1/chat/completions", with_messages(U), key=authorization)
     assert status == 401
@@ -336,7 +314,7 @@ async def test_missing_or_malformed_auth_is_401(server: Server, http: aiohttp.Cl
     assert error["code"] == "invalid_api_key" and "API key" in error["message"]
 
 
-async def test_invalid_json_body(server: Server, http: aiohttp.ClientSession) -> None:
+async def test_invalid_json_body(server: SimServer, http: aiohttp.ClientSession) -> None:
     status, _, raw = await post(http, f"{server.url}/v1/chat/completions", None, raw=b'{"model": "gpt-4o", ')
     assert status == 400
     assert orjson.loads(raw)["error"]["message"].startswith("We could not parse the JSON body")
@@ -345,7 +323,7 @@ async def test_invalid_json_body(server: Server, http: aiohttp.ClientSession) ->
 # --------------------------------------------------------------- wire format --
 
 
-async def test_raw_stream_sequence_with_usage(server: Server, http: aiohttp.ClientSession) -> None:
+async def test_raw_stream_sequence_with_usage(server: SimServer, http: aiohttp.ClientSession) -> None:
     body = with_messages({"role": "user", "content": "one two [[sim cached_tokens=3]]"}, stream=True,
                          stream_options={"include_usage": True})
     status, headers, raw = await post(http, f"{server.url}/v1/chat/completions", body)
@@ -365,13 +343,13 @@ async def test_raw_stream_sequence_with_usage(server: Server, http: aiohttp.Clie
     assert usage["completion_tokens"] == len(contents)
 
 
-async def test_raw_stream_without_usage_has_no_usage_field(server: Server, http: aiohttp.ClientSession) -> None:
+async def test_raw_stream_without_usage_has_no_usage_field(server: SimServer, http: aiohttp.ClientSession) -> None:
     _, _, raw = await post(http, f"{server.url}/v1/chat/completions", with_messages(U, stream=True))
     chunks = sse_payloads(raw)[:-1]
     assert chunks and all("usage" not in c for c in chunks)
 
 
-async def test_raw_tool_call_stream(server: Server, http: aiohttp.ClientSession) -> None:
+async def test_raw_tool_call_stream(server: SimServer, http: aiohttp.ClientSession) -> None:
     body = with_messages({"role": "user", "content": "call get_weather"}, tools=[WEATHER], stream=True)
     _, _, raw = await post(http, f"{server.url}/v1/chat/completions", body)
     chunks = sse_payloads(raw)[:-1]
@@ -386,7 +364,7 @@ async def test_raw_tool_call_stream(server: Server, http: aiohttp.ClientSession)
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
 
 
-async def test_in_band_error_and_malformed_frames(server: Server, http: aiohttp.ClientSession) -> None:
+async def test_in_band_error_and_malformed_frames(server: SimServer, http: aiohttp.ClientSession) -> None:
     body = with_messages({"role": "user", "content": "a b c d [[sim error_after=2]]"}, stream=True)
     _, _, raw = await post(http, f"{server.url}/v1/chat/completions", body)
     payloads = sse_payloads(raw)
@@ -460,7 +438,7 @@ async def test_reasoning_directive_on_the_strict_flavour(client: AsyncOpenAI) ->
 # -------------------------------------------------------------------- compat --
 
 
-async def test_compat_accepts_any_model_extras_and_no_key(server: Server, http: aiohttp.ClientSession) -> None:
+async def test_compat_accepts_any_model_extras_and_no_key(server: SimServer, http: aiohttp.ClientSession) -> None:
     body = {"model": "my/local-model", "messages": [U], "top_k": 20, "min_p": 0.1, "repetition_penalty": 1.1,
             "chat_template_kwargs": {"enable_thinking": True}, "xtc_threshold": 0.1, "thinking_budget": 64,
             "structured_outputs": {"choice": ["a"]}, "some_future_field": True}
@@ -476,7 +454,7 @@ async def test_compat_accepts_any_model_extras_and_no_key(server: Server, http: 
 @pytest.mark.parametrize(("field", "value"), [("top_k", "many"), ("top_k", 1.5), ("min_p", "low"),
                                               ("chat_template_kwargs", "x"), ("xtc_probability", [1]),
                                               ("thinking_budget", True)])
-async def test_compat_rejects_wrong_extra_types_in_vllm_shape(server: Server, http: aiohttp.ClientSession,
+async def test_compat_rejects_wrong_extra_types_in_vllm_shape(server: SimServer, http: aiohttp.ClientSession,
                                                                field: str, value: Any) -> None:
     status, _, raw = await post(http, f"{server.url}/compat/v1/chat/completions",
                                 {"model": "m", "messages": [U], field: value}, key=None)
@@ -485,7 +463,7 @@ async def test_compat_rejects_wrong_extra_types_in_vllm_shape(server: Server, ht
     assert (error["type"], error["code"], error["param"]) == ("BadRequestError", 400, field)
 
 
-async def test_compat_reasoning_content(server: Server, http: aiohttp.ClientSession) -> None:
+async def test_compat_reasoning_content(server: SimServer, http: aiohttp.ClientSession) -> None:
     body = {"model": "qwen3", "messages": [{"role": "user", "content": "why [[sim reasoning=3]]"}]}
     _, _, raw = await post(http, f"{server.url}/compat/v1/chat/completions", body, key=None)
     answer = orjson.loads(raw)
@@ -502,7 +480,7 @@ async def test_compat_reasoning_content(server: Server, http: aiohttp.ClientSess
     assert all("obfuscation" not in c for c in chunks)
 
 
-async def test_compat_tool_call_stream_head_has_no_arguments(server: Server, http: aiohttp.ClientSession) -> None:
+async def test_compat_tool_call_stream_head_has_no_arguments(server: SimServer, http: aiohttp.ClientSession) -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": "call get_weather"}], "tools": [WEATHER],
             "stream": True}
     _, _, raw = await post(http, f"{server.url}/compat/v1/chat/completions", body, key=None)
@@ -510,7 +488,7 @@ async def test_compat_tool_call_stream_head_has_no_arguments(server: Server, htt
     assert head["id"].startswith("chatcmpl-tool-") and head["function"] == {"name": "get_weather"}
 
 
-async def test_compat_models_listing(server: Server, http: aiohttp.ClientSession) -> None:
+async def test_compat_models_listing(server: SimServer, http: aiohttp.ClientSession) -> None:
     async with http.get(f"{server.url}/compat/v1/models") as response:
         listing = await response.json()
     assert listing["object"] == "list" and listing["data"][0]["owned_by"] == "vllm"
