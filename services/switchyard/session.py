@@ -65,9 +65,11 @@ class SessionServicer:
 
         async def run_call(call_id: int, request: bytes, deadline: float | None) -> None:
             try:
-                async for event in self.handler(request, deadline):
-                    out.put_nowait((call_id, event))
-            except asyncio.CancelledError:
+                # Like a gRPC deadline: the call's work stops when it passes.
+                async with asyncio.timeout(None if deadline is None else max(deadline - time.monotonic(), 0)):
+                    async for event in self.handler(request, deadline):
+                        out.put_nowait((call_id, event))
+            except (asyncio.CancelledError, TimeoutError):
                 pass
             except Exception as exc:  # one call's bug must not end the session
                 log.exception("call failed")
@@ -254,13 +256,19 @@ class SessionPool:
         return min(live, key=lambda s: len(s.pending))
 
     async def stream(self, request: bytes, timeout_s: float | None = None) -> AsyncIterator[bytes]:
-        """The call's serialized events, in order."""
+        """The call's serialized events, in order; ``TransportError`` with
+        DEADLINE_EXCEEDED once ``timeout_s`` has passed."""
         session = self._pick()
         call_id, queue = session.start(request, timeout_s)
+        deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
         ended = False
         try:
             while True:
-                item = await queue.get()
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        item = await queue.get()
+                except TimeoutError:
+                    raise TransportError(grpc.StatusCode.DEADLINE_EXCEEDED, "the call's deadline passed") from None
                 if item is _END:
                     ended = True
                     return

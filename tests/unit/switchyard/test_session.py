@@ -138,3 +138,16 @@ async def test_idle_session_is_retired(served) -> None:
         await collect(pool, b"b:1:0")
         assert first.dead is not None and pool.sessions[0] is not first
         pool.close()
+
+
+async def test_deadline_ends_the_call_on_both_sides(served) -> None:
+    backend, _, _, target = served
+    async with grpc.aio.insecure_channel(target) as channel:
+        pool = SessionPool(channel, "/t.S/S")
+        started = time.monotonic()
+        with pytest.raises(TransportError) as info:
+            await collect(pool, b"slow:100:100", timeout_s=0.3)
+        assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert time.monotonic() - started < 2
+        await asyncio.wait_for(backend.cancelled.wait(), 5)  # the server's work stopped too
+        pool.close()
