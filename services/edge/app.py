@@ -12,7 +12,7 @@ from aiohttp import web
 
 from edge.auth import KeyStore
 from edge.handlers import Handlers
-from edge.openai_schema import openapi_document
+from edge.openapi import openapi_document
 from switchyard.config import Config
 
 log = logging.getLogger(__name__)

@@ -22,8 +22,8 @@ from grpc_health.v1 import health_pb2
 
 from edge import conventions
 from edge.auth import KeyStore
-from edge.openai_schema import parse_chat_request
 from edge.transcode import DONE, ChunkEncoder, CompletionBuilder, error_status_and_body, to_chat_request
+from edge.validation import parse_chat_request
 from switchyard.config import Config
 from switchyard.errors import (
     InvalidRequestError,

@@ -10,7 +10,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from edge import conventions
 from edge.conventions import bifrost, mesh, modelux, muxx
-from edge.openai_schema import ChatCompletionRequest, parse_chat_request
+from edge.openai_schema import ChatCompletionRequest
+from edge.validation import parse_chat_request
 from switchyard.config import Limits
 from switchyard.errors import InvalidRequestError
 from switchyard.v1 import chat_pb2 as pb

@@ -11,7 +11,6 @@ from google.protobuf.json_format import MessageToDict
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from edge.openai_schema import parse_chat_request
 from edge.transcode import (
     DONE,
     ChunkEncoder,
@@ -20,6 +19,7 @@ from edge.transcode import (
     extra_fields,
     to_chat_request,
 )
+from edge.validation import parse_chat_request
 from switchyard.config import Limits
 from switchyard.v1 import chat_pb2 as pb
 

@@ -8,7 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
-from edge.openai_schema import ChatCompletionRequest, openapi_document, parse_chat_request
+from edge.openai_schema import ChatCompletionRequest
+from edge.openapi import openapi_document
+from edge.validation import parse_chat_request
 from switchyard.config import Limits
 from switchyard.errors import InvalidRequestError
 
