@@ -8,6 +8,7 @@ only what it must account for (the first event, usage, errors).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -22,6 +23,8 @@ from switchyard.v1 import provider_pb2 as ppb
 
 log = logging.getLogger(__name__)
 
+TRANSPORT_RETRIES = 2
+TRANSPORT_BACKOFF_S = 0.05
 TAG_CHUNK = 0x12
 TAG_USAGE = 0x22
 TAG_ERROR = 0x32
@@ -75,11 +78,13 @@ async def stream_plan(plan: Plan, request_id: str, request_bytes: bytes, generat
     """ChatEvent bytes for the client, filling ``outcome`` as it goes.
 
     Falls back to the next target while nothing has been sent. A worker that
-    vanished (transport failure) before output gets the same target once more,
-    on a fresh session that Envoy routes to a healthy worker replica.
+    vanished (transport failure) before output gets the same target again, up
+    to TRANSPORT_RETRIES times after a short back-off, on a fresh session that
+    Envoy routes to a surviving replica (the first retry can still meet the
+    dead replica's dying connection before Envoy has noticed).
     """
     targets = list(plan.targets)
-    transport_retry_left = True
+    transport_retries_left = TRANSPORT_RETRIES
     last_error: pb.Error | None = None
     index = 0
     while index < len(targets):
@@ -127,10 +132,11 @@ async def stream_plan(plan: Plan, request_id: str, request_bytes: bytes, generat
             log.info("attempt %d on %s/%s: transport failed: %s", number, target.provider, target.model, exc)
             error = _unavailable(exc, target.provider)
             record.error_type, record.status = error.type, error.status
-            if not committed and error.retryable and transport_retry_left:
-                transport_retry_left = False
+            if not committed and error.retryable and transport_retries_left:
+                transport_retries_left -= 1
                 targets.insert(index + 1, target)
                 has_next = True
+                await asyncio.sleep(TRANSPORT_BACKOFF_S * (TRANSPORT_RETRIES - transport_retries_left))
             if committed or not error.retryable or not has_next:
                 outcome.error = error
                 yield _event(error=error)

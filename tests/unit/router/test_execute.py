@@ -109,20 +109,20 @@ async def test_dead_worker_before_output_retries_same_target_once() -> None:
     assert [r.target.provider for r in provider.requests] == ["a", "a"]
 
 
-async def test_dead_workers_twice_then_falls_back_to_next_target() -> None:
-    provider = Provider([transport_error(grpc.StatusCode.UNAVAILABLE)],
-                        [transport_error(grpc.StatusCode.UNAVAILABLE)], [chunk("ok"), usage(1)])
+async def test_dead_workers_three_times_then_falls_back_to_next_target() -> None:
+    dead = [transport_error(grpc.StatusCode.UNAVAILABLE)]
+    provider = Provider(list(dead), list(dead), list(dead), [chunk("ok"), usage(1)])
     events, _outcome = await run(provider)
-    assert [r.target.provider for r in provider.requests] == ["a", "a", "b"]
+    assert [r.target.provider for r in provider.requests] == ["a", "a", "a", "b"]
     assert events[0].started.provider == "b"
 
 
 async def test_single_target_dead_worker_reports_503() -> None:
-    provider = Provider([transport_error(grpc.StatusCode.UNAVAILABLE)],
-                        [transport_error(grpc.StatusCode.UNAVAILABLE)])
+    dead = [transport_error(grpc.StatusCode.UNAVAILABLE)]
+    provider = Provider(list(dead), list(dead), list(dead))
     events, _outcome = await run(provider, Plan([Target("a", "m1")], "raw"))
     assert [e.WhichOneof("event") for e in events] == ["error"]
-    assert events[0].error.status == 503 and len(provider.requests) == 2
+    assert events[0].error.status == 503 and len(provider.requests) == 3
 
 
 async def test_dead_worker_mid_stream_is_an_error_event() -> None:

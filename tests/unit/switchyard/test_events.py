@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -42,17 +43,23 @@ class NatsServer:
             self.process.wait(10)
             self.process = None
 
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.store, ignore_errors=True)
+
 
 @pytest.fixture
 def nats_server() -> Iterator[NatsServer]:
     server = NatsServer()
     yield server
-    server.stop()
+    server.remove()
 
 
 @pytest.fixture
-def spool_path() -> Path:
-    return Path(tempfile.mkdtemp(prefix="sy-spool-")) / "router.usage"
+def spool_path() -> Iterator[Path]:
+    folder = Path(tempfile.mkdtemp(prefix="sy-spool-"))
+    yield folder / "router.usage"
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def event(request_id: str, tenant: str = "acme") -> upb.UsageEvent:
