@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import signal
 
+import uvloop
 from aiohttp import web
 
 from simulator.app import create_app
+
+
+async def serve(host: str, port: int) -> None:
+    # handler_cancellation: notice at once when a client (the gateway) leaves.
+    runner = web.AppRunner(create_app(), handler_cancellation=True, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, backlog=1024).start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
 
 
 def main() -> None:
@@ -15,9 +31,7 @@ def main() -> None:
     parser.add_argument("--host", default=os.environ.get("SWITCHYARD_SIMULATOR_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("SWITCHYARD_SIMULATOR_PORT", "9100")))
     args = parser.parse_args()
-    # handler_cancellation: notice at once when a client (the gateway) leaves.
-    web.run_app(create_app(), host=args.host, port=args.port, print=None, access_log=None,
-                handler_cancellation=True)
+    uvloop.run(serve(args.host, args.port))
 
 
 if __name__ == "__main__":
