@@ -126,15 +126,18 @@ class Handlers:
             return json_error(exc, request_id)
 
         request_bytes = chat.SerializeToString()
-        events = self._events(request_bytes)
+        deadline = started_at + self.request_timeout_s
+        events = self._events(request_bytes, deadline)
         try:
             try:
                 first = await anext(events)
-            except TransportError:
+            except TransportError as exc:
+                if exc.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise
                 # Nothing was sent anywhere yet: one retry, on a fresh session
-                # (and so possibly another router replica), is safe.
+                # (and so possibly another router replica), within the same deadline.
                 await events.aclose()
-                events = self._events(request_bytes)
+                events = self._events(request_bytes, deadline)
                 first = await anext(events)
             except StopAsyncIteration:
                 return json_error(UnavailableError("the router ended the stream without an answer"), request_id)
@@ -158,8 +161,10 @@ class Handlers:
         finally:
             await events.aclose()
 
-    async def _events(self, request_bytes: bytes) -> AsyncIterator[pb.ChatEvent]:
-        async for raw in self._chat(request_bytes, self.request_timeout_s):
+    async def _events(self, request_bytes: bytes, deadline: float) -> AsyncIterator[pb.ChatEvent]:
+        """The router's events for one request, bounded by the request's
+        deadline (a ``time.monotonic()`` instant) on every hop."""
+        async for raw in self._chat(request_bytes, max(deadline - time.monotonic(), 0.001)):
             yield pb.ChatEvent.FromString(raw)
 
     async def _complete(self, chat: pb.ChatRequest, model: str, started: pb.Started, events, request_id: str,
