@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 import orjson
-from google.protobuf import json_format
 
 from providers.base import (
     Capabilities,
@@ -29,7 +28,9 @@ from providers.base import (
     UpstreamProtocolError,
     UpstreamRequest,
     UpstreamStreamError,
+    plain_extra,
 )
+from providers.upstream import retry_after_ms
 from switchyard.errors import InvalidRequestError
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import provider_pb2 as ppb
@@ -182,7 +183,7 @@ def request_body(request: pb.ChatRequest, model: str, *, stream: bool, configure
     if request.response_format.type == "json_schema":
         output_config["format"] = output_format(request.response_format)
     _add_thinking(body, output_config, sampling.reasoning_effort, model)
-    extra = _plain(json_format.MessageToDict(request.extra)) if request.HasField("extra") else {}
+    extra = plain_extra(request)
     for key in sorted(AnthropicTranslator.capabilities.extra_fields & extra.keys()):
         if key == "output_config" and isinstance(extra[key], dict):
             output_config.update(extra[key])
@@ -707,17 +708,6 @@ def classify_error(status: int, error_type: str, message: str) -> pb.Error:
     return make(400, "invalid_request_error", "invalid_request", False)
 
 
-def retry_after_ms(headers: Mapping[str, str]) -> int:
-    for name, scale in (("retry-after-ms", 1.0), ("retry-after", 1000.0)):
-        value = headers.get(name)
-        if value:
-            try:
-                return max(int(float(value) * scale), 0)
-            except ValueError:
-                continue  # an HTTP date; not worth parsing
-    return 0
-
-
 def _error_fields(body: bytes) -> tuple[str, str]:
     try:
         payload = orjson.loads(body)
@@ -741,14 +731,3 @@ def _load_json(data: bytes) -> Any:
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _plain(value: Any) -> Any:
-    """protobuf Struct numbers are doubles; the API wants integers where whole."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value

@@ -12,7 +12,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
+
+from google.protobuf import struct_pb2
 
 from switchyard.config import ProviderSpec
 from switchyard.errors import InvalidRequestError
@@ -97,6 +99,32 @@ class Translator(ABC):
     def map_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> pb.Error:
         """The canonical error for a non-2xx upstream answer, with ``retryable``
         and ``retry_after_ms`` set."""
+
+
+_EXACT_INT = 2**53  # beyond this a double no longer holds every integer
+
+
+def plain_value(value: struct_pb2.Value) -> Any:
+    """A Struct value as plain JSON data; integral numbers become ints again
+    (Struct stores every number as a double)."""
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        number = value.number_value
+        return int(number) if number.is_integer() and abs(number) < _EXACT_INT else number
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return {k: plain_value(v) for k, v in value.struct_value.fields.items()}
+    if kind == "list_value":
+        return [plain_value(v) for v in value.list_value.values]
+    return None
+
+
+def plain_extra(request: pb.ChatRequest) -> dict[str, Any]:
+    """The request's provider-specific fields as plain JSON data."""
+    return {key: plain_value(value) for key, value in request.extra.fields.items()}
 
 
 class UpstreamProtocolError(Exception):

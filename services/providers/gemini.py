@@ -23,13 +23,10 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import orjson
-from google.protobuf import json_format
 
 from providers.base import (
     Capabilities,
@@ -38,7 +35,9 @@ from providers.base import (
     UpstreamProtocolError,
     UpstreamRequest,
     UpstreamStreamError,
+    plain_extra,
 )
+from providers.upstream import retry_after_ms
 from switchyard.errors import InvalidRequestError
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import provider_pb2 as ppb
@@ -310,17 +309,6 @@ def generation_config(request: pb.ChatRequest, model: str) -> dict[str, Any]:
     return config
 
 
-def plain(value: Any) -> Any:
-    """Struct values with integral floats turned back into ints."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
-
-
 def camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(w[:1].upper() + w[1:] for w in rest)
@@ -453,23 +441,11 @@ def load_json(raw: bytes | str, what: str) -> dict[str, Any]:
 # ------------------------------------------------------------------- errors --
 
 
-def retry_after_ms(headers: Mapping[str, str], details: list[Any]) -> int:
-    """From ``retry-after-ms``/``retry-after`` headers, else RetryInfo.retryDelay ("2s")."""
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            return max(int(float(value)), 0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value:
-        try:
-            return max(int(float(value) * 1000), 0)
-        except ValueError:
-            try:
-                return max(int((parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds() * 1000), 0)
-            except (TypeError, ValueError):
-                pass
+def retry_delay_ms(headers: Mapping[str, str], details: list[Any]) -> int:
+    """From the retry headers, else RetryInfo.retryDelay ("2s") in the error details."""
+    from_headers = retry_after_ms(headers)
+    if from_headers:
+        return from_headers
     for detail in details:
         if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
             match = re.fullmatch(r"(\d+(?:\.\d+)?)s", str(detail.get("retryDelay", "")))
@@ -538,7 +514,7 @@ class GeminiTranslator(Translator):
             if tool_config:
                 body["toolConfig"] = tool_config
         body["generationConfig"] = generation_config(request, model)
-        apply_extra(body, plain(json_format.MessageToDict(request.extra)) if request.HasField("extra") else {})
+        apply_extra(body, plain_extra(request))
         headers = {"content-type": "application/json"}
         if self.api_key:
             headers["x-goog-api-key"] = self.api_key
@@ -613,7 +589,7 @@ class GeminiTranslator(Translator):
         message = self._error_message(error) or f"Gemini API returned HTTP {status}"
         return pb.Error(status=client_status, type=type_, code=code, message=message,
                         param=param_from(details, message) if client_status == 400 else "",
-                        retryable=retryable, retry_after_ms=retry_after_ms(headers, details),
+                        retryable=retryable, retry_after_ms=retry_delay_ms(headers, details),
                         provider=self.provider, upstream_status=status)
 
     def _error_message(self, error: Any) -> str:

@@ -10,9 +10,7 @@ subclasses this for servers that speak the same wire format with extras.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import AsyncIterator, Iterable, Mapping
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 import orjson
@@ -25,6 +23,7 @@ from providers.base import (
     UpstreamRequest,
     UpstreamStreamError,
 )
+from providers.upstream import retry_after_ms
 from switchyard.errors import InvalidRequestError
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import provider_pb2 as ppb
@@ -278,7 +277,7 @@ class OpenAITranslator(Translator):
             data = body[:300].decode("utf-8", "replace").strip()
         error = data.get("error", data) if isinstance(data, dict) else data
         message, kind, code, param = _error_fields(error)
-        return self._error(status, message, kind, code, param, _retry_after_ms(headers))
+        return self._error(status, message, kind, code, param, retry_after_ms(headers))
 
     def _stream_error(self, error: Any) -> pb.Error:
         """An in-band stream error; its ``code`` may be an HTTP status (vLLM)."""
@@ -443,22 +442,6 @@ def _error_fields(error: Any) -> tuple[str, str, str, str]:
     code, param = error.get("code"), error.get("param")
     return (message, str(error.get("type") or ""), code if isinstance(code, str) else "",
             param if isinstance(param, str) else "")
-
-
-def _retry_after_ms(headers: Mapping[str, str]) -> int:
-    lowered = {k.lower(): v for k, v in headers.items()}
-    try:
-        if lowered.get("retry-after-ms"):
-            return max(int(float(lowered["retry-after-ms"])), 0)
-        value = lowered.get("retry-after")
-        if value:
-            try:
-                return max(int(float(value) * 1000), 0)
-            except ValueError:
-                return max(int((parsedate_to_datetime(value).timestamp() - time.time()) * 1000), 0)
-    except (TypeError, ValueError):
-        pass
-    return 0
 
 
 def _set(error: pb.Error, status: int, kind: str, code: str, retryable: bool) -> None:

@@ -12,13 +12,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from google.protobuf import struct_pb2
-
-from providers.base import Capabilities
+from providers.base import Capabilities, plain_extra
 from providers.openai import OpenAITranslator
 from switchyard.v1 import chat_pb2 as pb
-
-_EXACT_INT = 2**53  # beyond this a double no longer holds every integer
 
 
 class OpenAICompatTranslator(OpenAITranslator):
@@ -35,23 +31,5 @@ class OpenAICompatTranslator(OpenAITranslator):
 
     def _merge_extra(self, request: pb.ChatRequest, body: dict[str, Any]) -> None:
         # Typed fields win: an extra never overrides model, messages or stream.
-        for key, value in request.extra.fields.items():
-            body.setdefault(key, plain_value(value))
-
-
-def plain_value(value: struct_pb2.Value) -> Any:
-    """A Struct value as plain JSON data; integral numbers become ints again
-    (Struct stores every number as a double)."""
-    kind = value.WhichOneof("kind")
-    if kind == "number_value":
-        number = value.number_value
-        return int(number) if number.is_integer() and abs(number) < _EXACT_INT else number
-    if kind == "string_value":
-        return value.string_value
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "struct_value":
-        return {k: plain_value(v) for k, v in value.struct_value.fields.items()}
-    if kind == "list_value":
-        return [plain_value(v) for v in value.list_value.values]
-    return None
+        for key, value in plain_extra(request).items():
+            body.setdefault(key, value)

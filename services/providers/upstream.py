@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+
 import aiohttp
 
 from switchyard.config import ProviderSpec
@@ -41,6 +45,24 @@ async def read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
             raise BodyTooLargeError(f"upstream body exceeds {cap} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def retry_after_ms(headers: Mapping[str, str]) -> int:
+    """How long the upstream asked us to wait: ``retry-after-ms``, else
+    ``retry-after`` in seconds or as an HTTP date; 0 when absent or unreadable."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    try:
+        if lowered.get("retry-after-ms"):
+            return max(int(float(lowered["retry-after-ms"])), 0)
+        value = lowered.get("retry-after")
+        if value:
+            try:
+                return max(int(float(value) * 1000), 0)
+            except ValueError:
+                return max(int((parsedate_to_datetime(value).timestamp() - time.time()) * 1000), 0)
+    except (TypeError, ValueError):
+        pass
+    return 0
 
 
 class BodyTooLargeError(Exception):

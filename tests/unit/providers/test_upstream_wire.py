@@ -1,3 +1,5 @@
+"""SSE decoding and upstream header parsing, without sockets."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -40,3 +42,17 @@ async def test_endless_line_is_refused() -> None:
 async def test_invalid_utf8_is_refused() -> None:
     with pytest.raises(UpstreamProtocolError, match="UTF-8"):
         await decode(b"data: \xff\xfe\n\n")
+
+
+def test_retry_after_forms() -> None:
+    from datetime import UTC, datetime, timedelta
+    from email.utils import format_datetime
+
+    from providers.upstream import retry_after_ms
+
+    assert retry_after_ms({"Retry-After": "2"}) == 2000
+    assert retry_after_ms({"retry-after-ms": "750", "retry-after": "9"}) == 750
+    in_5s = format_datetime(datetime.now(UTC) + timedelta(seconds=5), usegmt=True)
+    assert 3000 <= retry_after_ms({"retry-after": in_5s}) <= 5000
+    assert retry_after_ms({"retry-after": "soon"}) == 0
+    assert retry_after_ms({}) == 0
