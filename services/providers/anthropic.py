@@ -81,7 +81,7 @@ _ERROR_FIELD = re.compile(r"^([a-z_]+)(?:\.[\w.]+)?\s*:")
 class AnthropicTranslator(Translator):
     type = "anthropic"
     capabilities = Capabilities(
-        n=False, json_schema=True, stream_usage=True,
+        n=False, json_schema=True,
         extra_fields=frozenset({"thinking", "top_k", "output_config", "service_tier", "inference_geo", "speed",
                                 "cache_control", "container", "context_management"}),
     )

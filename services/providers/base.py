@@ -47,7 +47,6 @@ class Capabilities:
 
     n: bool = True                 # several choices in one call
     json_schema: bool = True       # native structured output
-    stream_usage: bool = True      # usage reported in streams
     extra_fields: frozenset[str] = field(default_factory=frozenset)  # "*" = any
 
 

@@ -497,7 +497,7 @@ def classify(status: int, g_status: str, reasons: set[str]) -> tuple[int, str, s
 
 class GeminiTranslator(Translator):
     type = "gemini"
-    capabilities = Capabilities(n=True, json_schema=True, stream_usage=True,
+    capabilities = Capabilities(n=True, json_schema=True,
                                 extra_fields=frozenset({"safety_settings", "thinking_config", "thinking",
                                                         "cached_content"}))
 

@@ -41,7 +41,7 @@ class OpenAITranslator(Translator):
     """api.openai.com: strict about fields OpenAI does not define."""
 
     type = "openai"
-    capabilities = Capabilities(n=True, json_schema=True, stream_usage=True)
+    capabilities = Capabilities(n=True, json_schema=True)
     # Delta/message fields that carry reasoning text (OpenAI returns none).
     reasoning_fields: ClassVar[tuple[str, ...]] = ()
     # Whether assistant history keeps its ``reasoning_content``.

@@ -19,7 +19,7 @@ from switchyard.v1 import chat_pb2 as pb
 
 class OpenAICompatTranslator(OpenAITranslator):
     type = "openai_compat"
-    capabilities = Capabilities(n=False, json_schema=True, stream_usage=True, extra_fields=frozenset({"*"}))
+    capabilities = Capabilities(n=False, json_schema=True, extra_fields=frozenset({"*"}))
     reasoning_fields: ClassVar[tuple[str, ...]] = ("reasoning_content", "reasoning")
     keeps_reasoning_history: ClassVar[bool] = True
 

@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 TRANSPORT_RETRIES = 2
 TRANSPORT_BACKOFF_S = 0.05
-TAG_CHUNK = 0x12
 TAG_USAGE = 0x22
 TAG_ERROR = 0x32
 

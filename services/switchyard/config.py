@@ -19,7 +19,6 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-PROVIDER_TYPES = ("openai", "openai_compat", "anthropic", "gemini")
 KEY_PREFIX_LEN = 12
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 

@@ -64,32 +64,12 @@ class PayloadTooLargeError(SwitchyardError):
     grpc_code = grpc.StatusCode.INVALID_ARGUMENT
 
 
-class RateLimitError(SwitchyardError):
-    status = 429
-    type = "rate_limit_error"
-    code = "rate_limit_exceeded"
-    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
-
-
-class UpstreamError(SwitchyardError):
-    status = 502
-    type = "api_error"
-    code = "upstream_error"
-    grpc_code = grpc.StatusCode.UNAVAILABLE
-
-
 class UnavailableError(SwitchyardError):
     status = 503
     type = "api_error"
     code = "service_unavailable"
     grpc_code = grpc.StatusCode.UNAVAILABLE
 
-
-class GatewayTimeoutError(SwitchyardError):
-    status = 504
-    type = "timeout_error"
-    code = "upstream_timeout"
-    grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 def error_envelope(err: pb.Error) -> dict:
