@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 
 import aiohttp
+import grpc
 import openai
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from openai import AsyncOpenAI
 
 from switchyard.launcher import Mesh
@@ -214,3 +217,16 @@ async def test_models_listing(client: AsyncOpenAI) -> None:
     models = await client.models.list()
     ids = {m.id for m in models.data}
     assert {"gpt-4o-mini", "claude-sonnet-4-5", "gemini-2.5-flash", "fast"} <= ids
+
+
+@pytest.mark.parametrize(("socket", "service"), [("router", "switchyard.v1.Router"),
+                                                  ("providers", "switchyard.v1.Provider")])
+async def test_grpc_health_and_reflection(mesh: Mesh, socket: str, service: str) -> None:
+    async with grpc.aio.insecure_channel(f"unix:{mesh.sockets[socket]}") as channel:
+        health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service))
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        replies = [r async for r in stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]))]
+    names = {s.name for s in replies[0].list_services_response.service}
+    assert {service, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= names
