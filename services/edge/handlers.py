@@ -87,6 +87,7 @@ class Handlers:
             response_deserializer=health_pb2.HealthCheckResponse.FromString)
         self._ready_until = 0.0
         self.draining = False
+        self.in_flight = 0
 
     async def close(self) -> None:
         await self._channel.close()
@@ -101,8 +102,18 @@ class Handlers:
             raise PayloadTooLargeError(f"request body exceeds the {limit} byte limit") from None
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
-        started_at = time.monotonic()
         request_id = (request.headers.get("x-request-id") or uuid.uuid4().hex).replace("-", "")
+        if self.in_flight >= self.limits.max_concurrent_requests:
+            return json_error(UnavailableError("Switchyard is at capacity; retry shortly", code="overloaded",
+                                               retry_after_ms=1000), request_id)
+        self.in_flight += 1
+        try:
+            return await self._chat_completions(request, request_id)
+        finally:
+            self.in_flight -= 1
+
+    async def _chat_completions(self, request: web.Request, request_id: str) -> web.StreamResponse:
+        started_at = time.monotonic()
         try:
             key = self.keys.authenticate(request.headers)
             ctype = request.headers.get("content-type", "")

@@ -120,6 +120,9 @@ class Limits(_Strict):
     max_json_depth: Annotated[int, Field(ge=4)] = 64
     max_messages: Annotated[int, Field(ge=1)] = 2048
     max_string_chars: Annotated[int, Field(ge=1)] = 4 * 1024 * 1024
+    # Requests one edge process serves at once; beyond it, an immediate 503
+    # with retry-after instead of queueing until everything is slow.
+    max_concurrent_requests: Annotated[int, Field(ge=1)] = 4096
 
 
 class Config(_Strict):
