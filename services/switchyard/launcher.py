@@ -234,6 +234,11 @@ class Mesh:
             raise
 
     def _start(self, deadline: float) -> None:
+        if _tcp_open(self.public_port):
+            # Checked before touching the run directory: its sockets may
+            # belong to a mesh that is already running there.
+            raise MeshError(f"port {self.public_port} is already in use (is another `make run` up?); "
+                            "set SWITCHYARD_PORT to use another")
         for sock in self.sockets.values():
             sock.unlink(missing_ok=True)
         run = self.settings.run_dir

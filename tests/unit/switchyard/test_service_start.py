@@ -30,3 +30,18 @@ def test_invalid_config_stops_the_service(tmp_path: Path, service: str) -> None:
     assert result.returncode == 2
     assert "providers.up.timeouts.total_s (line 6)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_launcher_refuses_a_busy_public_port(tmp_path: Path) -> None:
+    import socket
+
+    from switchyard.launcher import Mesh, MeshError, MeshSettings
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        mesh = Mesh(MeshSettings(run_dir=tmp_path / "run", public_port=port, api_key="sy_" + "k" * 40))
+        with pytest.raises(MeshError, match=f"port {port} is already in use"):
+            mesh.start()
+        assert mesh.processes == {}  # nothing was started, nothing touched
