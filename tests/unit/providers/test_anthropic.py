@@ -11,12 +11,8 @@ import orjson
 import pytest
 from google.protobuf import struct_pb2
 
-from providers.anthropic import (
-    JSON_OBJECT_INSTRUCTION,
-    PLACEHOLDER_USER_TEXT,
-    AnthropicTranslator,
-    has_unenforced_keywords,
-)
+from providers.anthropic import AnthropicTranslator
+from providers.anthropic_request import JSON_OBJECT_INSTRUCTION, PLACEHOLDER_USER_TEXT, has_unenforced_keywords
 from providers.base import UpstreamProtocolError, UpstreamStreamError
 from providers.sse_decode import stream_sse
 from switchyard.config import ModelSpec, ProviderSpec
