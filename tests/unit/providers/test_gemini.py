@@ -12,7 +12,9 @@ import pytest
 from google.protobuf import struct_pb2
 
 from providers.base import UpstreamProtocolError, UpstreamStreamError
-from providers.gemini import SKIP_SIGNATURE, GeminiTranslator, finish_reason
+from providers.gemini import GeminiTranslator
+from providers.gemini_request import SKIP_SIGNATURE
+from providers.gemini_stream import finish_reason
 from providers.pricing import PRICES, cost_usd
 from providers.sse_decode import stream_sse
 from switchyard.config import ProviderSpec
