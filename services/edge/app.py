@@ -9,10 +9,12 @@ import signal
 
 import orjson
 from aiohttp import web
+from opentelemetry.trace import Tracer
 
 from edge.auth import KeyStore
 from edge.handlers import Handlers
 from edge.openapi import openapi_document
+from switchyard import telemetry
 from switchyard.config import Config
 
 log = logging.getLogger(__name__)
@@ -29,11 +31,13 @@ async def _not_found(request: web.Request) -> web.Response:
     return web.Response(status=404, body=orjson.dumps(body), content_type="application/json")
 
 
-def create_app(config: Config, router_target: str, request_timeout_s: float = 600.0) -> web.Application:
+def create_app(config: Config, router_target: str, request_timeout_s: float = 600.0,
+               tracer: Tracer | None = None) -> web.Application:
     handlers = Handlers(config, KeyStore(config.api_keys), router_target, request_timeout_s,
                         transport=os.environ.get("SWITCHYARD_TRANSPORT", "session"),
                         sessions=int(os.environ.get("SWITCHYARD_EDGE_SESSIONS", "2")),
-                        sse_heartbeat_s=float(os.environ.get("SWITCHYARD_EDGE_SSE_HEARTBEAT_S", "15")))
+                        sse_heartbeat_s=float(os.environ.get("SWITCHYARD_EDGE_SSE_HEARTBEAT_S", "15")),
+                        tracer=tracer)
     # Bodies are read by the handler against the same limit, with an OpenAI 413.
     app = web.Application(client_max_size=config.limits.max_body_bytes)
     app[HANDLERS] = handlers
@@ -58,7 +62,7 @@ async def run_edge(config: Config) -> None:
     router = os.environ.get("SWITCHYARD_EDGE_ROUTER_TARGET", "127.0.0.1:50051")
     timeout = float(os.environ.get("SWITCHYARD_EDGE_REQUEST_TIMEOUT_S", "600"))
     grace = float(os.environ.get("SWITCHYARD_EDGE_GRACE_S", "30"))
-    app = create_app(config, router, timeout)
+    app = create_app(config, router, timeout, telemetry.setup("edge"))
     # handler_cancellation: a client that disconnects cancels its handler,
     # which cancels the router call and, through it, the upstream request.
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=grace)
@@ -81,3 +85,4 @@ async def run_edge(config: Config) -> None:
     if drain_delay:
         await asyncio.sleep(drain_delay)  # let the proxy's health check see it before the listener closes
     await runner.cleanup()
+    telemetry.shutdown()

@@ -19,11 +19,13 @@ import grpc
 import orjson
 from aiohttp import web
 from grpc_health.v1 import health_pb2
+from opentelemetry.trace import Span, SpanKind, Tracer
 
 from edge import conventions
 from edge.auth import KeyStore
 from edge.transcode import DONE, ChunkEncoder, CompletionBuilder, error_status_and_body, to_chat_request
 from edge.validation import parse_chat_request
+from switchyard import attributes, telemetry
 from switchyard.config import Config
 from switchyard.errors import (
     InvalidRequestError,
@@ -72,8 +74,10 @@ def _started_headers(started: pb.Started, request_id: str) -> dict[str, str]:
 
 class Handlers:
     def __init__(self, config: Config, keys: KeyStore, router_target: str, request_timeout_s: float, *,
-                 transport: str = "session", sessions: int = 2, sse_heartbeat_s: float = 15.0) -> None:
+                 transport: str = "session", sessions: int = 2, sse_heartbeat_s: float = 15.0,
+                 tracer: Tracer | None = None) -> None:
         self.limits = config.limits
+        self.tracer = tracer
         self.sse_heartbeat_s = sse_heartbeat_s
         self.keys = keys
         self.request_timeout_s = request_timeout_s
@@ -107,12 +111,22 @@ class Handlers:
             return json_error(UnavailableError("Switchyard is at capacity; retry shortly", code="overloaded",
                                                retry_after_ms=1000), request_id)
         self.in_flight += 1
+        span = None
+        if self.tracer is not None:
+            span = self.tracer.start_span("POST /v1/chat/completions", context=telemetry.extract(request.headers),
+                                          kind=SpanKind.SERVER, attributes={attributes.REQUEST_ID: request_id})
         try:
-            return await self._chat_completions(request, request_id)
+            response = await self._chat_completions(request, request_id, span)
+            if span is not None:
+                span.set_attribute(attributes.HTTP_RESPONSE_STATUS_CODE, response.status)
+            return response
         finally:
             self.in_flight -= 1
+            if span is not None:
+                span.end()
 
-    async def _chat_completions(self, request: web.Request, request_id: str) -> web.StreamResponse:
+    async def _chat_completions(self, request: web.Request, request_id: str,
+                                span: Span | None) -> web.StreamResponse:
         started_at = time.monotonic()
         try:
             key = self.keys.authenticate(request.headers)
@@ -133,6 +147,10 @@ class Handlers:
             routing = pb.RoutingContext()
             conventions.apply_all(request.headers, req, routing)
             chat = to_chat_request(req, request_id=request_id, key_id=key.id, tenant=key.tenant, routing=routing)
+            if span is not None:
+                span.set_attribute(attributes.GEN_AI_REQUEST_MODEL, chat.model)
+                span.set_attribute(attributes.STREAM, chat.stream)
+                chat.trace_context.update(telemetry.inject(span))
         except SwitchyardError as exc:
             return json_error(exc, request_id)
 

@@ -15,9 +15,12 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Tracer
 
 from providers.attempt import AttemptFailedError, AttemptSpec, stream_attempt
 from providers.registry import ProviderRegistry
+from switchyard import attributes, telemetry
 from switchyard.errors import SwitchyardError
 from switchyard.grpc_server import identity
 from switchyard.session import SessionServicer
@@ -35,8 +38,9 @@ def internal_error(exc: BaseException) -> bytes:
 
 
 class ProviderServicer:
-    def __init__(self, registry: ProviderRegistry) -> None:
+    def __init__(self, registry: ProviderRegistry, tracer: Tracer | None = None) -> None:
         self.registry = registry
+        self.tracer = tracer
         self.session = SessionServicer(self.stream_generate, on_error=internal_error)
 
     async def generate(self, request_bytes: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
@@ -57,8 +61,42 @@ class ProviderServicer:
             return
         events = self._batched(spec, request.request, deadline) if request.request.stream else \
             self._serialized(spec, request.request, deadline)
-        async for payload in events:
+        if self.tracer is None:
+            async for payload in events:
+                yield payload
+            return
+        async for payload in self._traced(events, request, spec):
             yield payload
+
+    async def _traced(self, events: AsyncIterator[bytes], request: ppb.GenerateRequest,
+                      spec: AttemptSpec) -> AsyncIterator[bytes]:
+        """The attempt's events inside a server span and a client span for the
+        upstream call, both children of the router's attempt span."""
+        assert self.tracer is not None
+        server = self.tracer.start_span("switchyard.v1.Provider/Generate", kind=SpanKind.SERVER,
+                                        context=telemetry.extract(request.trace_context))
+        upstream = self.tracer.start_span(f"upstream {spec.translator.type}", kind=SpanKind.CLIENT,
+                                          context=trace.set_span_in_context(server), attributes={
+                                              attributes.GEN_AI_SYSTEM: spec.translator.type,
+                                              attributes.PROVIDER: spec.translator.provider,
+                                              attributes.GEN_AI_REQUEST_MODEL: spec.model})
+        outcome = "cancelled"
+        try:
+            async for payload in events:
+                if payload[:1] == b"\x32":
+                    error = ppb.GenerateEvent.FromString(payload).error
+                    upstream.set_attribute(attributes.ERROR_TYPE, error.type or "error")
+                    outcome = "error"
+                elif payload[:1] == b"\x22":
+                    usage = ppb.GenerateEvent.FromString(payload).usage
+                    upstream.set_attribute(attributes.GEN_AI_USAGE_INPUT_TOKENS, usage.prompt_tokens)
+                    upstream.set_attribute(attributes.GEN_AI_USAGE_OUTPUT_TOKENS, usage.completion_tokens)
+                    outcome = "ok"
+                yield payload
+        finally:
+            upstream.set_attribute(attributes.OUTCOME, outcome)
+            upstream.end()
+            server.end()
 
     async def _serialized(self, spec: AttemptSpec, request: pb.ChatRequest,
                           deadline: float | None) -> AsyncIterator[bytes]:

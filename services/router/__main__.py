@@ -10,7 +10,7 @@ import grpc
 from router.resolve import Resolver
 from router.server import RouterServicer
 from router.usage import CountingUsageSink, UsageSink
-from switchyard import logs
+from switchyard import logs, telemetry
 from switchyard.config import load_config
 from switchyard.events import UsagePublisher
 from switchyard.grpc_server import CHANNEL_OPTIONS, run, serve
@@ -35,12 +35,13 @@ async def main() -> None:
         usage = publisher
     else:
         usage = CountingUsageSink()
-    servicer = RouterServicer(Resolver(config), generate, usage)
+    servicer = RouterServicer(Resolver(config), generate, usage, telemetry.setup("router"))
 
     async def stop() -> None:
         await channel.close()
         if nats_url:
             await publisher.close()  # queued events reach NATS or the spool before exit
+        telemetry.shutdown()
 
     await serve(address, servicer.register, grace=grace, on_drain=servicer.session.drain, on_stop=stop)
 

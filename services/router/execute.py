@@ -15,8 +15,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import grpc
+from opentelemetry import trace
+from opentelemetry.trace import Span, Tracer
 
 from router.resolve import Plan
+from switchyard import attributes, telemetry
 from switchyard.session import Streamer, TransportError
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import provider_pb2 as ppb
@@ -52,9 +55,11 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def generate_request_bytes(request_bytes: bytes, provider: str, model: str, attempt: int) -> bytes:
+def generate_request_bytes(request_bytes: bytes, provider: str, model: str, attempt: int,
+                           trace_context: dict[str, str] | None = None) -> bytes:
     """GenerateRequest wire bytes embedding the already-serialised ChatRequest."""
-    tail = ppb.GenerateRequest(target=ppb.Target(provider=provider, model=model), attempt=attempt)
+    tail = ppb.GenerateRequest(target=ppb.Target(provider=provider, model=model), attempt=attempt,
+                               trace_context=trace_context)
     return b"\x0a" + _varint(len(request_bytes)) + request_bytes + tail.SerializeToString()
 
 
@@ -73,7 +78,8 @@ def _unavailable(exc: TransportError, provider: str) -> pb.Error:
 
 
 async def stream_plan(plan: Plan, request_id: str, request_bytes: bytes, generate: Streamer,
-                      deadline: float | None, outcome: Outcome) -> AsyncIterator[bytes]:
+                      deadline: float | None, outcome: Outcome, *, tracer: Tracer | None = None,
+                      parent: Span | None = None) -> AsyncIterator[bytes]:
     """ChatEvent bytes for the client, filling ``outcome`` as it goes.
 
     Falls back to the next target while nothing has been sent. A worker that
@@ -94,7 +100,15 @@ async def stream_plan(plan: Plan, request_id: str, request_bytes: bytes, generat
         record = pb.AttemptRecord(provider=target.provider, model=target.model, outcome="error")
         outcome.attempts.append(record)
         timeout = None if deadline is None else max(deadline - time.monotonic(), 0.001)
-        events = generate(generate_request_bytes(request_bytes, target.provider, target.model, number), timeout)
+        span = None
+        trace_context = None
+        if tracer is not None and parent is not None:
+            span = tracer.start_span("attempt", context=trace.set_span_in_context(parent), attributes={
+                attributes.PROVIDER: target.provider, attributes.GEN_AI_REQUEST_MODEL: target.model,
+                attributes.ATTEMPT: number})
+            trace_context = telemetry.inject(span)
+        events = generate(generate_request_bytes(request_bytes, target.provider, target.model, number, trace_context),
+                          timeout)
         committed = False
         try:
             async for raw in events:
@@ -148,6 +162,11 @@ async def stream_plan(plan: Plan, request_id: str, request_bytes: bytes, generat
         finally:
             record.latency_ms = (time.monotonic() - attempt_started) * 1000
             await events.aclose()
+            if span is not None:
+                span.set_attribute(attributes.OUTCOME, record.outcome)
+                if record.error_type:
+                    span.set_attribute(attributes.ERROR_TYPE, record.error_type)
+                span.end()
         log.info("attempt %d on %s/%s failed before output (%s); trying the next", number, target.provider,
                  target.model, last_error.code if last_error else "?")
         index += 1

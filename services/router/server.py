@@ -12,10 +12,12 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
+from opentelemetry.trace import SpanKind, Tracer
 
 from router.execute import Outcome, stream_plan
 from router.resolve import Resolver
 from router.usage import UsageSink, build_usage_event
+from switchyard import attributes, telemetry
 from switchyard.errors import SwitchyardError
 from switchyard.grpc_server import identity
 from switchyard.session import SessionServicer, Streamer
@@ -32,8 +34,9 @@ def internal_error(exc: BaseException) -> bytes:
 
 
 class RouterServicer:
-    def __init__(self, resolver: Resolver, generate: Streamer, usage: UsageSink) -> None:
+    def __init__(self, resolver: Resolver, generate: Streamer, usage: UsageSink, tracer: Tracer | None = None) -> None:
         self.resolver = resolver
+        self.tracer = tracer
         self.usage = usage
         self.generate = generate
         self.session = SessionServicer(self.stream_chat, on_error=internal_error)
@@ -44,6 +47,12 @@ class RouterServicer:
         request = pb.ChatRequest.FromString(request_bytes)
         outcome = Outcome()
         plan = None
+        span = None
+        if self.tracer is not None:
+            span = self.tracer.start_span("switchyard.v1.Router/Chat", kind=SpanKind.SERVER,
+                                          context=telemetry.extract(request.trace_context), attributes={
+                                              attributes.REQUEST_ID: request.request_id,
+                                              attributes.GEN_AI_REQUEST_MODEL: request.model})
         try:
             try:
                 plan = self.resolver.plan(request.model, list(request.routing.fallbacks))
@@ -51,13 +60,25 @@ class RouterServicer:
                 outcome.error = exc.to_proto()
                 yield pb.ChatEvent(error=outcome.error).SerializeToString()
                 return
-            async for raw in stream_plan(plan, request.request_id, request_bytes, self.generate, deadline, outcome):
+            async for raw in stream_plan(plan, request.request_id, request_bytes, self.generate, deadline, outcome,
+                                         tracer=self.tracer, parent=span):
                 yield raw
             if request.routing.trace:
                 trace = pb.DecisionTrace(resolved_by=plan.resolved_by, attempts=outcome.attempts)
                 yield pb.ChatEvent(trace=trace).SerializeToString()
         finally:
-            self.usage.record(build_usage_event(request, plan, outcome, received))
+            event = build_usage_event(request, plan, outcome, received)
+            if span is not None:
+                span.set_attribute(attributes.OUTCOME, event.status)
+                span.set_attribute(attributes.GEN_AI_USAGE_INPUT_TOKENS, event.usage.prompt_tokens)
+                span.set_attribute(attributes.GEN_AI_USAGE_OUTPUT_TOKENS, event.usage.completion_tokens)
+                span.set_attribute(attributes.COST_USD, event.usage.cost_usd)
+                if event.model:
+                    span.set_attribute(attributes.GEN_AI_RESPONSE_MODEL, event.model)
+                self.usage.record(event, telemetry.inject(span))  # the usage event joins the trace
+                span.end()
+            else:
+                self.usage.record(event)
 
     async def chat(self, request_bytes: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         remaining = context.time_remaining()

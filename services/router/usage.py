@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Protocol
 
 from router.execute import Outcome
@@ -15,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 class UsageSink(Protocol):
-    def record(self, event: upb.UsageEvent) -> None: ...
+    def record(self, event: upb.UsageEvent, headers: Mapping[str, str] | None = None) -> None: ...
 
 
 class CountingUsageSink:
@@ -24,7 +25,7 @@ class CountingUsageSink:
     def __init__(self) -> None:
         self.count = 0
 
-    def record(self, event: upb.UsageEvent) -> None:
+    def record(self, event: upb.UsageEvent, headers: Mapping[str, str] | None = None) -> None:
         self.count += 1
 
 

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 
 import nats
@@ -77,6 +78,7 @@ class UsagePublisher:
         # Events spooled by an earlier process (it died while NATS was down) are replayed too.
         self._spool_pending = spool_path.exists()
         self._queue: asyncio.Queue[upb.UsageEvent | None] = asyncio.Queue()
+        self._headers: dict[str, dict[str, str]] = {}
         self._nc: nats.NATS | None = None
         self._task: asyncio.Task[None] | None = None
         self._connector: asyncio.Task[None] | None = None
@@ -84,7 +86,12 @@ class UsagePublisher:
         self.published = 0
         self.spooled = 0
 
-    def record(self, event: upb.UsageEvent) -> None:
+    def record(self, event: upb.UsageEvent, headers: Mapping[str, str] | None = None) -> None:
+        """Queue an event; ``headers`` (trace context) ride along in NATS
+        headers when it is published live (a spooled replay carries only the
+        event)."""
+        if headers:
+            self._headers[event.request_id] = dict(headers)
         self._queue.put_nowait(event)
 
     async def start(self) -> None:
@@ -176,8 +183,9 @@ class UsagePublisher:
         futures: list[asyncio.Future[object] | None] = []
         for event in batch:
             try:
+                headers = {**self._headers.pop(event.request_id, {}), "Nats-Msg-Id": event.request_id}
                 futures.append(await js.publish_async(subject_for(event), event.SerializeToString(),
-                                                      headers={"Nats-Msg-Id": event.request_id}))
+                                                      headers=headers))
             except Exception:  # the connection dropped mid-batch
                 futures.append(None)
         pending = [f for f in futures if f is not None]
@@ -206,6 +214,8 @@ class UsagePublisher:
         return True
 
     async def _to_spool(self, events: list[upb.UsageEvent]) -> None:
+        for event in events:
+            self._headers.pop(event.request_id, None)
         await asyncio.to_thread(self.spool.append, [e.SerializeToString() for e in events])
         self.spooled += len(events)
         self._spool_pending = True

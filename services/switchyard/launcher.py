@@ -57,7 +57,7 @@ def _die_with_parent() -> None:
 
 PASSED_SETTINGS = frozenset({"SWITCHYARD_TRANSPORT", "SWITCHYARD_UVLOOP", "SWITCHYARD_LOG_LEVEL",
                              "SWITCHYARD_EDGE_SESSIONS", "SWITCHYARD_ROUTER_SESSIONS",
-                             "SWITCHYARD_EDGE_SSE_HEARTBEAT_S"})
+                             "SWITCHYARD_EDGE_SSE_HEARTBEAT_S", "SWITCHYARD_TRACE_DIR", "SWITCHYARD_TRACE_SAMPLE"})
 
 
 class MeshError(RuntimeError):

@@ -1,0 +1,16 @@
+"""Span attribute names: the OpenTelemetry gen_ai conventions where they
+exist, switchyard.* for the rest. Spans set attributes only from here."""
+
+GEN_AI_SYSTEM = "gen_ai.system"
+GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
+GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
+GEN_AI_USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
+REQUEST_ID = "switchyard.request_id"
+PROVIDER = "switchyard.provider"
+ATTEMPT = "switchyard.attempt"
+STREAM = "switchyard.stream"
+OUTCOME = "switchyard.outcome"
+ERROR_TYPE = "error.type"
+COST_USD = "switchyard.cost_usd"

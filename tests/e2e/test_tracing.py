@@ -1,0 +1,87 @@
+"""TRACE, for one request: a single trace from the client's traceparent
+through the edge, the router and its attempt, the provider worker and the
+upstream call, and on to the usage event's NATS headers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from openai import AsyncOpenAI
+
+from switchyard.events import STREAM
+from switchyard.launcher import Mesh, MeshSettings
+from tests.e2e.conftest import running_mesh, write_test_config
+from tests.e2e.test_usage import usage_events
+
+
+@pytest.fixture(scope="module")
+def traced_mesh() -> Iterator[Mesh]:
+    run_dir = Path(tempfile.mkdtemp(prefix="sy-t-"))
+    settings = MeshSettings(run_dir=run_dir, public_port=0, config_path=write_test_config(run_dir, "sy_" + "t" * 40),
+                            api_key="sy_" + secrets.token_hex(20), force_simulator=True,
+                            extra_env={"SWITCHYARD_TRACE_DIR": str(run_dir / "traces")})
+    with running_mesh(settings) as mesh:
+        yield mesh
+
+
+def spans_of(mesh: Mesh, trace_id: str) -> list[dict]:
+    spans = []
+    for path in (mesh.settings.run_dir / "traces").glob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            span = json.loads(line)
+            if span["context"]["trace_id"] == f"0x{trace_id}":
+                spans.append(span)
+    return spans
+
+
+async def test_one_trace_across_every_hop(traced_mesh: Mesh) -> None:
+    trace_id, client_span = secrets.token_hex(16), secrets.token_hex(8)
+    async with AsyncOpenAI(base_url=traced_mesh.base_url, api_key=traced_mesh.api_key, max_retries=0) as client:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="claude-sonnet-4-5", messages=[{"role": "user", "content": "trace me"}],
+            extra_headers={"traceparent": f"00-{trace_id}-{client_span}-01"})
+    expected = {"POST /v1/chat/completions", "switchyard.v1.Router/Chat", "attempt",
+                "switchyard.v1.Provider/Generate", "upstream anthropic"}
+    async with asyncio.timeout(15):  # spans are exported in batches every 200 ms
+        while True:
+            spans = spans_of(traced_mesh, trace_id)
+            if {s["name"] for s in spans} == expected:
+                break
+            await asyncio.sleep(0.1)
+    assert len(spans) == len(expected)  # one attempt, no duplicate spans
+    by_name = {s["name"]: s for s in spans}
+
+    def parent_of(name: str) -> str:
+        return by_name[name]["parent_id"]
+
+    def id_of(name: str) -> str:
+        return by_name[name]["context"]["span_id"]
+
+    assert parent_of("POST /v1/chat/completions") == f"0x{client_span}"
+    assert parent_of("switchyard.v1.Router/Chat") == id_of("POST /v1/chat/completions")
+    assert parent_of("attempt") == id_of("switchyard.v1.Router/Chat")
+    assert parent_of("switchyard.v1.Provider/Generate") == id_of("attempt")
+    assert parent_of("upstream anthropic") == id_of("switchyard.v1.Provider/Generate")
+    assert by_name["upstream anthropic"]["attributes"]["gen_ai.usage.output_tokens"] > 0
+    assert by_name["switchyard.v1.Router/Chat"]["attributes"]["switchyard.outcome"] == "ok"
+    services = {s["resource"]["attributes"]["service.name"] for s in spans}
+    assert services == {"switchyard-edge", "switchyard-router", "switchyard-providers"}
+
+    # The usage event travels with the router span's trace context.
+    request_id = raw.headers["x-request-id"]
+    await usage_events(traced_mesh, {request_id})
+    nc = await nats.connect(traced_mesh.nats_url)
+    try:
+        sub = await nc.jetstream().pull_subscribe("switchyard.usage.>", durable=None, stream=STREAM)
+        messages = await sub.fetch(100, timeout=2)
+        headers = [m.headers for m in messages if m.headers.get("Nats-Msg-Id") == request_id]
+    finally:
+        await nc.close()
+    assert headers and headers[0]["traceparent"].split("-")[1] == trace_id
