@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestServer
 
 from simulator.app import RECORDER, create_app
 from simulator.scenarios import Recorder
+from switchyard.launcher import Mesh
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,21 @@ async def simulator() -> AsyncIterator[SimServer]:
         yield SimServer(str(server.make_url("")).rstrip("/"), app[RECORDER])
     finally:
         await server.close()
+
+
+def attach_mesh_logs(item: pytest.Item, report: pytest.TestReport) -> None:
+    """Append the logs of any mesh a failed test used to its report."""
+    if report.when == "call" and report.failed:
+        for value in getattr(item, "funcargs", {}).values():
+            if isinstance(value, Mesh):
+                report.sections.append(("mesh logs", value.logs()))
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    attach_mesh_logs(item, report)
+    return report
 
 
 @pytest.fixture

@@ -59,6 +59,12 @@ def _proto_error_response(err: pb.Error, headers: dict[str, str]) -> web.Respons
     return web.Response(status=status, body=body, content_type=JSON, headers=headers)
 
 
+def interrupted() -> pb.Error:
+    """A router stream that ended without its closing usage event."""
+    return pb.Error(status=502, type="api_error", code="stream_interrupted",
+                    message="the answer was interrupted before it was complete")
+
+
 def _started_headers(started: pb.Started, request_id: str) -> dict[str, str]:
     headers = {
         "x-request-id": request_id,
@@ -212,9 +218,7 @@ class Handlers:
             elif kind == "trace":
                 builder.trace = event.trace
         if not finished:
-            err = pb.Error(status=502, type="api_error", code="stream_interrupted",
-                           message="the answer was interrupted before it was complete")
-            return _proto_error_response(err, {"x-request-id": request_id})
+            return _proto_error_response(interrupted(), {"x-request-id": request_id})
         headers = _started_headers(started, request_id)
         headers["x-switchyard-latency-ms"] = str(round((time.monotonic() - started_at) * 1000))
         if builder.usage is not None:
@@ -249,8 +253,7 @@ class Handlers:
         except TransportError as exc:
             log.warning("router stream broke mid-answer: %s", exc.code.name)
         if error is None and not finished:
-            error = pb.Error(status=502, type="api_error", code="stream_interrupted",
-                             message="the answer was interrupted before it was complete")
+            error = interrupted()
         # A failed stream ends with an error event and never a clean [DONE].
         await response.write(encoder.encode_error(error) if error is not None else DONE)
         await response.write_eof()

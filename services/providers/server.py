@@ -20,7 +20,7 @@ from opentelemetry.trace import SpanKind, Tracer
 
 from providers.attempt import AttemptFailedError, AttemptSpec, stream_attempt
 from providers.registry import ProviderRegistry
-from switchyard import attributes, telemetry
+from switchyard import attributes, event_tags, telemetry
 from switchyard.errors import SwitchyardError
 from switchyard.grpc_server import identity
 from switchyard.session import SessionServicer
@@ -83,11 +83,11 @@ class ProviderServicer:
         outcome = "cancelled"
         try:
             async for payload in events:
-                if payload[:1] == b"\x32":
+                if payload[0] == event_tags.ERROR:
                     error = ppb.GenerateEvent.FromString(payload).error
                     upstream.set_attribute(attributes.ERROR_TYPE, error.type or "error")
                     outcome = "error"
-                elif payload[:1] == b"\x22":
+                elif payload[0] == event_tags.USAGE:
                     usage = ppb.GenerateEvent.FromString(payload).usage
                     upstream.set_attribute(attributes.GEN_AI_USAGE_INPUT_TOKENS, usage.prompt_tokens)
                     upstream.set_attribute(attributes.GEN_AI_USAGE_OUTPUT_TOKENS, usage.completion_tokens)
@@ -132,7 +132,7 @@ class ProviderServicer:
                     if nxt is _END:
                         yield from_batch(batch)
                         return
-                    if nxt[0] == 0x12 and batch[-1][0] == 0x12:  # type: ignore[index]
+                    if nxt[0] == event_tags.CHUNK and batch[-1][0] == event_tags.CHUNK:  # type: ignore[index]
                         batch.append(nxt)  # type: ignore[arg-type]
                     else:
                         yield from_batch(batch)

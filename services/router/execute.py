@@ -2,7 +2,7 @@
 nothing has been sent, relaying the provider's event bytes untouched.
 
 Provider events share ChatEvent's field numbers, so a relayed event's first
-byte is its oneof tag: 0x12 chunk, 0x22 usage, 0x32 error. The router parses
+byte is its oneof tag (``switchyard.event_tags``). The router parses
 only what it must account for (the first event, usage, errors).
 """
 
@@ -19,7 +19,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, Tracer
 
 from router.resolve import Plan
-from switchyard import attributes, telemetry
+from switchyard import attributes, event_tags, telemetry
 from switchyard.session import Streamer, TransportError
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import provider_pb2 as ppb
@@ -28,8 +28,6 @@ log = logging.getLogger(__name__)
 
 TRANSPORT_RETRIES = 2
 TRANSPORT_BACKOFF_S = 0.05
-TAG_USAGE = 0x22
-TAG_ERROR = 0x32
 
 @dataclass(slots=True)
 class Outcome:
@@ -113,7 +111,7 @@ async def stream_plan(plan: Plan, request_id: str, request_bytes: bytes, generat
         try:
             async for raw in events:
                 tag = raw[0] if raw else 0
-                if tag == TAG_ERROR:
+                if tag == event_tags.ERROR:
                     error = ppb.GenerateEvent.FromString(raw).error
                     record.error_type = error.type
                     record.status = error.status
@@ -130,7 +128,7 @@ async def stream_plan(plan: Plan, request_id: str, request_bytes: bytes, generat
                                                  route_version=plan.route_version, attempt=number,
                                                  request_id=request_id)
                     yield _event(started=outcome.started)
-                if tag == TAG_USAGE:
+                if tag == event_tags.USAGE:
                     usage = ppb.GenerateEvent.FromString(raw).usage
                     outcome.usage.MergeFrom(usage)
                 yield raw

@@ -63,12 +63,7 @@ def add_routes(app: web.Application, recorder: Recorder) -> None:
 
 
 async def handle_messages(request: web.Request, recorder: Recorder) -> web.StreamResponse:
-    raw = await request.read()
-    try:
-        body: Any = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        body = raw.decode(errors="replace")
-    item = await recorder.record(API, request, body)
+    body, _, item = await recorder.record_request(API, request)
     model = body.get("model") if isinstance(body, dict) and isinstance(body.get("model"), str) else None
     script = parse_script(request.headers, all_text(body) if isinstance(body, dict) else "", model)
 

@@ -482,12 +482,7 @@ def all_text(body: dict[str, Any]) -> str:
 def add_routes(app: web.Application, recorder: Recorder) -> None:
     async def generate(request: web.Request) -> web.StreamResponse:
         model, _, method = request.match_info["target"].partition(":")
-        raw = await request.read()
-        try:
-            body: Any = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = raw.decode(errors="replace")
-        item = await recorder.record(API, request, body)
+        body, _, item = await recorder.record_request(API, request)
         script = Script()
         try:
             check_key(request)

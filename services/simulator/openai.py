@@ -89,12 +89,9 @@ def _models_handler(recorder: Recorder, flavour: Flavour) -> Handler:
 
 
 async def _chat(request: web.Request, recorder: Recorder, flavour: Flavour) -> web.StreamResponse:
-    raw = await request.read()
-    try:
-        body: Any = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+    body, is_json, item = await recorder.record_request("openai", request)
+    if not is_json:
         body = None
-    item = await recorder.record("openai", request, body if body is not None else raw.decode("utf-8", "replace"))
     script = Script()
     headers = {"x-request-id": "req_" + secrets.token_hex(16)}
     try:

@@ -37,6 +37,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 _DIRECTIVE = re.compile(r"\[\[sim((?:\s+[a-z_]+=[^\s\]]+)*)\s*\]\]")
@@ -141,6 +142,16 @@ class Recorder:
         async with self._arrived:
             self._arrived.notify_all()
         return item
+
+    async def record_request(self, api: str, request: web.Request) -> tuple[Any, bool, Received]:
+        """Read and record a request: its JSON body (or its text when it is
+        not JSON), whether it was JSON, and the record."""
+        raw = await request.read()
+        try:
+            body, is_json = orjson.loads(raw), True
+        except orjson.JSONDecodeError:
+            body, is_json = raw.decode("utf-8", "replace"), False
+        return body, is_json, await self.record(api, request, body)
 
     def finish(self, item: Received, *, disconnected: bool) -> None:
         now = time.time()

@@ -63,21 +63,6 @@ def mesh() -> Iterator[Mesh]:
         yield instance
 
 
-def attach_mesh_logs(item: pytest.Item, report: pytest.TestReport) -> None:
-    """Append the logs of any mesh the failed test used to its report."""
-    if report.when == "call" and report.failed:
-        for value in getattr(item, "funcargs", {}).values():
-            if isinstance(value, Mesh):
-                report.sections.append(("mesh logs", value.logs()))
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item, call):
-    report = yield
-    attach_mesh_logs(item, report)
-    return report
-
-
 @pytest.fixture
 async def client(mesh: Mesh) -> AsyncOpenAI:
     async with AsyncOpenAI(base_url=mesh.base_url, api_key=mesh.api_key, max_retries=0, timeout=30) as c:

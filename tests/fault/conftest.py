@@ -12,7 +12,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from switchyard.launcher import Mesh, MeshSettings
-from tests.e2e.conftest import attach_mesh_logs, running_mesh, write_test_config
+from tests.e2e.conftest import running_mesh, write_test_config
 
 
 @pytest.fixture
@@ -24,13 +24,6 @@ def replicated_mesh() -> Iterator[Mesh]:
                             extra_env={"SWITCHYARD_ROUTER_GRACE_S": "20", "SWITCHYARD_PROVIDERS_GRACE_S": "20"})
     with running_mesh(settings) as mesh:
         yield mesh
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item, call):
-    report = yield
-    attach_mesh_logs(item, report)
-    return report
 
 
 @pytest.fixture
