@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -23,14 +24,21 @@ from opentelemetry.trace import Span, SpanKind, Tracer
 
 from edge import conventions
 from edge.auth import KeyStore
-from edge.transcode import DONE, ChunkEncoder, CompletionBuilder, error_status_and_body, to_chat_request
+from edge.transcode import (
+    DONE,
+    ChunkEncoder,
+    CompletionBuilder,
+    error_status_and_body,
+    extra_fields,
+    identity_of,
+    to_chat_request,
+)
 from edge.validation import parse_chat_request
 from switchyard import attributes, telemetry
 from switchyard.config import Config
 from switchyard.errors import (
     InvalidRequestError,
     PayloadTooLargeError,
-    PermissionDeniedError,
     SwitchyardError,
     UnavailableError,
 )
@@ -46,7 +54,7 @@ HEARTBEAT = b": keep-alive\n\n"
 
 
 def json_error(exc: SwitchyardError, request_id: str = "") -> web.Response:
-    headers = {"x-request-id": request_id} if request_id else {}
+    headers = request_id_headers(request_id) if request_id else {}
     if exc.retry_after_ms:
         headers["retry-after"] = str(max(1, round(exc.retry_after_ms / 1000)))
     return web.Response(status=exc.status, body=orjson.dumps(exc.envelope()), content_type=JSON, headers=headers)
@@ -65,17 +73,47 @@ def interrupted() -> pb.Error:
                     message="the answer was interrupted before it was complete")
 
 
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_id_for(request: web.Request) -> str:
+    """The client's ``X-Request-Id`` when it is well formed, else a new one."""
+    given = request.headers.get("x-request-id", "")
+    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+def request_id_headers(request_id: str) -> dict[str, str]:
+    """The request id under every convention's header name (seed 000: Modelux, seed 001: Muxx)."""
+    return {"x-request-id": request_id, "x-modelux-request-id": request_id, "X-Muxx-Request-Id": request_id}
+
+
 def _started_headers(started: pb.Started, request_id: str) -> dict[str, str]:
-    headers = {
-        "x-request-id": request_id,
+    """Headers known when the accepted attempt starts (streaming included)."""
+    headers = request_id_headers(request_id)
+    headers.update({
         "x-switchyard-provider": started.provider,
         "x-switchyard-model-used": started.model,
         "x-switchyard-attempt": str(started.attempt),
-    }
+        "x-modelux-provider": started.provider,
+        "x-modelux-model-used": started.model,
+    })
     if started.route:
-        headers["x-switchyard-route"] = started.route
+        headers["x-switchyard-route"] = "@" + started.route
         headers["x-switchyard-route-version"] = str(started.route_version)
+        headers["x-modelux-config"] = "@" + started.route
+        headers["x-modelux-config-version"] = str(started.route_version)
+    if started.arm:
+        headers["x-switchyard-arm"] = started.arm
     return headers
+
+
+def _final_headers(headers: dict[str, str], latency_ms: float, usage: pb.Usage | None) -> None:
+    """Headers known only at the end: latency and cost (non-streaming answers)."""
+    latency = str(round(latency_ms))
+    headers["x-switchyard-latency-ms"] = headers["x-modelux-latency-ms"] = latency
+    if usage is not None:
+        cost = f"{usage.cost_usd:.6f}"
+        headers["x-switchyard-cost-usd"] = headers["x-modelux-cost-usd"] = headers["X-Muxx-Cost"] = cost
 
 
 class Handlers:
@@ -112,7 +150,7 @@ class Handlers:
             raise PayloadTooLargeError(f"request body exceeds the {limit} byte limit") from None
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
-        request_id = (request.headers.get("x-request-id") or uuid.uuid4().hex).replace("-", "")
+        request_id = request_id_for(request)
         if self.in_flight >= self.limits.max_concurrent_requests:
             return json_error(UnavailableError("Switchyard is at capacity; retry shortly", code="overloaded",
                                                retry_after_ms=1000), request_id)
@@ -143,16 +181,10 @@ class Handlers:
             req = parse_chat_request(body, self.limits)
             if not req.model and req.models:
                 req.model = req.models[0]  # Mesh/OpenRouter: the first of `models` is the primary
-            if not req.model:
-                if not key.default_model:
-                    raise InvalidRequestError("you must provide a model parameter", param="model")
-                req.model = key.default_model
-            if key.allowed_models is not None and req.model not in key.allowed_models:
-                raise PermissionDeniedError(f"this API key may not use model {req.model!r}", param="model",
-                                            code="model_not_allowed")
+            # The model may still be empty: the router takes it from a template or the key's default.
             routing = pb.RoutingContext()
             conventions.apply_all(request.headers, req, routing)
-            chat = to_chat_request(req, request_id=request_id, key_id=key.id, tenant=key.tenant, routing=routing)
+            chat = to_chat_request(req, request_id=request_id, identity=identity_of(key), routing=routing)
             if span is not None:
                 span.set_attribute(attributes.GEN_AI_REQUEST_MODEL, chat.model)
                 span.set_attribute(attributes.STREAM, chat.stream)
@@ -177,11 +209,11 @@ class Handlers:
             except StopAsyncIteration:
                 return json_error(UnavailableError("the router ended the stream without an answer"), request_id)
             if first.HasField("error"):
-                return _proto_error_response(first.error, {"x-request-id": request_id})
+                return _proto_error_response(first.error, request_id_headers(request_id))
             started = first.started
             if chat.stream:
-                return await self._stream(request, chat, started, events, request_id)
-            return await self._complete(chat, req.model, started, events, request_id, started_at)
+                return await self._stream(request, chat, started, events, request_id, started_at)
+            return await self._complete(chat, started, events, request_id, started_at)
         except StopAsyncIteration:
             return json_error(UnavailableError("the router ended the stream without an answer"), request_id)
         except TransportError as exc:
@@ -192,7 +224,7 @@ class Handlers:
             else:
                 err = pb.Error(status=503, type="api_error", code="router_unavailable",
                                message="the router is unavailable")
-            return _proto_error_response(err, {"x-request-id": request_id})
+            return _proto_error_response(err, request_id_headers(request_id))
         finally:
             await events.aclose()
 
@@ -202,9 +234,9 @@ class Handlers:
         async for raw in self._chat(request_bytes, max(deadline - time.monotonic(), 0.001)):
             yield pb.ChatEvent.FromString(raw)
 
-    async def _complete(self, chat: pb.ChatRequest, model: str, started: pb.Started, events, request_id: str,
+    async def _complete(self, chat: pb.ChatRequest, started: pb.Started, events, request_id: str,
                         started_at: float) -> web.Response:
-        builder = CompletionBuilder("chatcmpl-" + request_id, int(time.time()), started.model or model)
+        builder = CompletionBuilder("chatcmpl-" + request_id, int(time.time()), started.model or chat.model)
         finished = False
         async for event in events:
             kind = event.WhichOneof("event")
@@ -214,19 +246,19 @@ class Handlers:
                 builder.set_usage(event.usage)
                 finished = True
             elif kind == "error":
-                return _proto_error_response(event.error, {"x-request-id": request_id})
+                return _proto_error_response(event.error, request_id_headers(request_id))
             elif kind == "trace":
                 builder.trace = event.trace
         if not finished:
-            return _proto_error_response(interrupted(), {"x-request-id": request_id})
+            return _proto_error_response(interrupted(), request_id_headers(request_id))
+        latency_ms = (time.monotonic() - started_at) * 1000
         headers = _started_headers(started, request_id)
-        headers["x-switchyard-latency-ms"] = str(round((time.monotonic() - started_at) * 1000))
-        if builder.usage is not None:
-            headers["x-switchyard-cost-usd"] = f"{builder.usage.cost_usd:.6f}"
+        _final_headers(headers, latency_ms, builder.usage)
+        builder.extra_fields = extra_fields(started, latency_ms, builder.usage)
         return web.Response(body=orjson.dumps(builder.result()), content_type=JSON, headers=headers)
 
     async def _stream(self, request: web.Request, chat: pb.ChatRequest, started: pb.Started, events,
-                      request_id: str) -> web.StreamResponse:
+                      request_id: str, started_at: float) -> web.StreamResponse:
         headers = _started_headers(started, request_id)
         headers["content-type"] = "text/event-stream"
         headers["cache-control"] = "no-cache"
@@ -245,8 +277,11 @@ class Handlers:
                     await response.write(encoder.encode(event.chunk))
                 elif kind == "usage":
                     finished = True
-                    if include_usage:
-                        await response.write(encoder.encode_usage(event.usage))
+                    if include_usage:  # cost and latency are known only now: they ride on the usage chunk
+                        fields = extra_fields(started, (time.monotonic() - started_at) * 1000, event.usage)
+                        await response.write(encoder.encode_usage(event.usage, fields))
+                elif kind == "trace":
+                    await response.write(encoder.encode_trace(event.trace))
                 elif kind == "error":
                     error = event.error
                     break

@@ -23,6 +23,7 @@ from edge.openai_schema import (
     ChatCompletionRequest,
     ThinkingBlock,
 )
+from switchyard.config import ApiKeySpec
 from switchyard.errors import error_envelope
 from switchyard.v1 import chat_pb2 as pb
 
@@ -36,7 +37,16 @@ _OPTIONAL_SAMPLING = ("temperature", "top_p", "max_tokens", "max_completion_toke
 # ------------------------------------------------------------------ request --
 
 
-def to_chat_request(req: ChatCompletionRequest, *, request_id: str, key_id: str, tenant: str,
+def identity_of(key: ApiKeySpec) -> pb.Identity:
+    """The key's identity and scope, for the router to apply."""
+    identity = pb.Identity(key_id=key.id, tenant=key.tenant, default_model=key.default_model or "")
+    if key.allowed_models is not None:
+        identity.restricted = True
+        identity.allowed_models.extend(key.allowed_models)
+    return identity
+
+
+def to_chat_request(req: ChatCompletionRequest, *, request_id: str, identity: pb.Identity | None = None,
                     routing: pb.RoutingContext | None = None) -> pb.ChatRequest:
     """The canonical request. ``routing`` is the context the edge built with
     ``conventions.apply_all`` (headers and body); without it, the body's
@@ -53,7 +63,7 @@ def to_chat_request(req: ChatCompletionRequest, *, request_id: str, key_id: str,
         include_usage=bool(req.stream_options and req.stream_options.include_usage),
         user=req.user or "",
         routing=routing,
-        identity=pb.Identity(key_id=key_id, tenant=tenant),
+        identity=identity,
         metadata=req.metadata or {},
         prompt_cache_key=req.prompt_cache_key or "",
         safety_identifier=req.safety_identifier or "",
@@ -238,6 +248,7 @@ class CompletionBuilder:
         self.created = created
         self.model = model
         self.trace: pb.DecisionTrace | None = None  # set by the handler when the router sends one
+        self.extra_fields: dict[str, Any] | None = None  # Bifrost's, set by the handler
         self._choices: dict[int, _ChoiceState] = {}
         self._usage: pb.Usage | None = None
         self._fingerprint = ""
@@ -300,6 +311,8 @@ class CompletionBuilder:
         }
         if self.trace is not None:
             body["trace"] = trace_dict(self.trace)
+        if self.extra_fields is not None:
+            body["extra_fields"] = self.extra_fields
         return body
 
     @staticmethod
@@ -320,11 +333,17 @@ class CompletionBuilder:
 
 
 def trace_dict(trace: pb.DecisionTrace) -> dict[str, Any]:
-    """The decision trace (Modelux ``mlx:trace``) as JSON."""
-    return {"resolved_by": trace.resolved_by,
-            "attempts": [{"provider": a.provider, "model": a.model, "outcome": a.outcome,
-                          "error_type": a.error_type or None, "status": a.status or None,
-                          "latency_ms": a.latency_ms} for a in trace.attempts]}
+    """The decision trace (Modelux ``mlx:trace``) as JSON: never prompt text or keys."""
+    return {
+        "resolved_by": trace.resolved_by,
+        "template": trace.template or None,
+        "routes": [{"route": "@" + r.route, "version": r.version, "strategy": r.strategy,
+                    "chosen": r.chosen or None, "reason": r.reason or None} for r in trace.routes],
+        "attempts": [{"provider": a.provider, "model": a.model, "route": "@" + a.route if a.route else None,
+                      "outcome": a.outcome, "retry": a.retry, "backoff_ms": round(a.backoff_ms, 1),
+                      "error_type": a.error_type or None, "code": a.code or None, "status": a.status or None,
+                      "gate": a.gate or None, "latency_ms": round(a.latency_ms, 1)} for a in trace.attempts],
+    }
 
 
 class ChunkEncoder:
@@ -370,9 +389,15 @@ class ChunkEncoder:
             index, orjson.dumps(delta), logprobs.encode() if logprobs else b"null",
             orjson.dumps(finish) if finish else b"null")
 
-    def encode_usage(self, usage: pb.Usage) -> bytes:
-        """The last chunk when ``stream_options.include_usage``: no choices, the usage."""
-        return self._prefix + b'],"usage":' + orjson.dumps(usage_dict(usage)) + b"}\n\n"
+    def encode_usage(self, usage: pb.Usage, fields: dict[str, Any] | None = None) -> bytes:
+        """The last chunk when ``stream_options.include_usage``: no choices, the
+        usage, and Bifrost's ``extra_fields`` (cost and latency are known only now)."""
+        tail = b',"extra_fields":' + orjson.dumps(fields) if fields is not None else b""
+        return self._prefix + b'],"usage":' + orjson.dumps(usage_dict(usage)) + tail + b"}\n\n"
+
+    def encode_trace(self, trace: pb.DecisionTrace) -> bytes:
+        """The decision trace (``mlx:trace``) as a choice-less chunk before ``[DONE]``."""
+        return self._prefix + b'],"trace":' + orjson.dumps(trace_dict(trace)) + self._tail
 
     @staticmethod
     def encode_error(err: pb.Error) -> bytes:
@@ -405,17 +430,22 @@ def error_status_and_body(err: pb.Error) -> tuple[int, bytes]:
     return status, orjson.dumps(error_envelope(err))
 
 
-def extra_fields(started: pb.Started, model_requested: str, latency_ms: float) -> dict[str, Any]:
-    """Bifrost's ``extra_fields`` for a non-streamed body."""
+def extra_fields(started: pb.Started, latency_ms: float, usage: pb.Usage | None) -> dict[str, Any]:
+    """Bifrost's ``extra_fields``: who answered, what was asked for, latency and cost."""
     fields: dict[str, Any] = {
         "provider": started.provider,
         "provider_type": started.provider_type,
         "request_type": "chat_completion",
-        "model_requested": model_requested,
+        "model_requested": started.model_requested,
         "model_used": started.model,
         "latency": round(latency_ms),
     }
     if started.route:
-        fields["route"] = started.route
+        fields["route"] = "@" + started.route
         fields["route_version"] = started.route_version
+    if started.arm:
+        fields["arm"] = started.arm
+    if usage is not None:
+        fields["cost_usd"] = round(usage.cost_usd, 8)
+        fields["billed_usage"] = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}
     return fields

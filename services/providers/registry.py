@@ -16,6 +16,7 @@ from providers.openai_compat import OpenAICompatTranslator
 from providers.pricing import price_for
 from providers.upstream import new_session
 from switchyard.config import Config, ProviderSpec
+from switchyard.v1 import provider_pb2 as ppb
 
 TRANSLATORS: dict[str, type[Translator]] = {
     cls.type: cls for cls in (OpenAITranslator, OpenAICompatTranslator, AnthropicTranslator, GeminiTranslator)
@@ -38,12 +39,16 @@ class ProviderRegistry:
             translator = TRANSLATORS[spec.type](name, spec, spec.api_key())
             self._providers[name] = _Provider(spec, translator, new_session(spec))
 
-    def attempt_spec(self, provider: str, model: str) -> AttemptSpec | None:
+    def attempt_spec(self, provider: str, model: str,
+                     overrides: ppb.AttemptTimeouts | None = None) -> AttemptSpec | None:
+        """How to run one attempt; ``overrides`` are a routing config target's timeouts."""
         entry = self._providers.get(provider)
         if entry is None:
             return None
         model_spec = entry.spec.model(model)
         timeouts = model_spec.timeouts if model_spec and model_spec.timeouts else entry.spec.timeouts
+        if overrides is not None and overrides.ListFields():
+            timeouts = timeouts.model_copy(update={f.name: value for f, value in overrides.ListFields()})
         pricing = price_for(entry.spec.type, model, model_spec.pricing if model_spec else None)
         return AttemptSpec(entry.translator, entry.session, model, timeouts, pricing)
 

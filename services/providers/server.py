@@ -53,7 +53,8 @@ class ProviderServicer:
         """GenerateEvent bytes for one attempt; ``deadline`` is time.monotonic()-based."""
         request = ppb.GenerateRequest.FromString(request_bytes)
         target = request.target
-        spec = self.registry.attempt_spec(target.provider, target.model)
+        spec = self.registry.attempt_spec(target.provider, target.model,
+                                          request.timeouts if request.HasField("timeouts") else None)
         if spec is None:
             error = pb.Error(status=404, type="invalid_request_error", code="model_not_found",
                              message=f"provider {target.provider!r} is not configured")

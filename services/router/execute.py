@@ -1,14 +1,17 @@
-"""Runs a plan: one Provider.Generate per attempt, falling back only while
-nothing has been sent, relaying the provider's event bytes untouched.
+"""One attempt: one ``Provider.Generate`` call against one target, with the
+commit rule: an attempt that fails before its first output raises
+``BeforeOutputError`` (nothing was sent, the caller may try elsewhere); once
+it has produced output, its events are relayed and a later failure ends the
+stream with an error event.
 
 Provider events share ChatEvent's field numbers, so a relayed event's first
-byte is its oneof tag (``switchyard.event_tags``). The router parses
-only what it must account for (the first event, usage, errors).
+byte is its oneof tag (``switchyard.event_tags``) and the bytes go to the
+edge untouched. The router parses only what it must account for (errors and
+usage).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +21,8 @@ import grpc
 from opentelemetry import trace
 from opentelemetry.trace import Span, Tracer
 
-from router.resolve import Plan
+from router.breaker import BreakerBoard
+from router.routes import Leaf, Plan
 from switchyard import attributes, event_tags, telemetry
 from switchyard.session import Streamer, TransportError
 from switchyard.v1 import chat_pb2 as pb
@@ -26,19 +30,49 @@ from switchyard.v1 import provider_pb2 as ppb
 
 log = logging.getLogger(__name__)
 
-TRANSPORT_RETRIES = 2
-TRANSPORT_BACKOFF_S = 0.05
+
+class BeforeOutputError(Exception):
+    """Nothing was sent to the client: the caller may try something else."""
+
+    def __init__(self, error: pb.Error, *, transport: bool = False) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.transport = transport
+
 
 @dataclass(slots=True)
 class Outcome:
-    """What happened, for the usage event and the decision trace."""
+    """What happened to one request: for the usage event and the trace."""
 
     started: pb.Started | None = None
-    usage: pb.Usage = field(default_factory=pb.Usage)
+    usage: pb.Usage = field(default_factory=pb.Usage)  # summed over every billed attempt
     error: pb.Error | None = None
     attempts: list[pb.AttemptRecord] = field(default_factory=list)
+    routes: list[pb.RouteDecision] = field(default_factory=list)
     first_output_at: float | None = None
     cancelled: bool = False
+    arm: str = ""
+    template: str = ""
+
+
+@dataclass(slots=True)
+class RunContext:
+    """Everything the strategies and attempts of one request share."""
+
+    request: pb.ChatRequest
+    request_bytes: bytes
+    deadline: float | None
+    generate: Streamer
+    breakers: BreakerBoard
+    plan: Plan
+    outcome: Outcome = field(default_factory=Outcome)
+    tracer: Tracer | None = None
+    span: Span | None = None
+    provider_types: dict[str, str] = field(default_factory=dict)  # provider name -> API type
+    attempts_started: int = 0
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
 
 
 def _varint(value: int) -> bytes:
@@ -54,120 +88,124 @@ def _varint(value: int) -> bytes:
 
 
 def generate_request_bytes(request_bytes: bytes, provider: str, model: str, attempt: int,
-                           trace_context: dict[str, str] | None = None) -> bytes:
+                           trace_context: dict[str, str] | None = None,
+                           timeouts: ppb.AttemptTimeouts | None = None) -> bytes:
     """GenerateRequest wire bytes embedding the already-serialised ChatRequest."""
     tail = ppb.GenerateRequest(target=ppb.Target(provider=provider, model=model), attempt=attempt,
-                               trace_context=trace_context)
+                               trace_context=trace_context, timeouts=timeouts)
     return b"\x0a" + _varint(len(request_bytes)) + request_bytes + tail.SerializeToString()
+
+
+def overridden(request_bytes: bytes, leaf: Leaf) -> bytes:
+    """The request with the target's parameter overrides. Protobuf merges
+    concatenated messages field by field, so the overrides are appended as
+    bytes instead of re-serialising the request."""
+    if leaf.params is None:
+        return request_bytes
+    sampling = pb.Sampling(**leaf.params.model_dump(exclude_none=True))
+    return request_bytes + pb.ChatRequest(sampling=sampling).SerializeToString()
+
+
+def attempt_timeouts(leaf: Leaf) -> ppb.AttemptTimeouts | None:
+    if leaf.timeouts is None:
+        return None
+    return ppb.AttemptTimeouts(**leaf.timeouts.model_dump(exclude_none=True))
+
+
+def add_usage(total: pb.Usage, part: pb.Usage) -> None:
+    total.prompt_tokens += part.prompt_tokens
+    total.completion_tokens += part.completion_tokens
+    total.total_tokens += part.total_tokens
+    total.cached_tokens += part.cached_tokens
+    total.cache_write_tokens += part.cache_write_tokens
+    total.reasoning_tokens += part.reasoning_tokens
+    total.audio_prompt_tokens += part.audio_prompt_tokens
+    total.audio_completion_tokens += part.audio_completion_tokens
+    total.cost_usd += part.cost_usd
+
+
+def transport_error(exc: TransportError, provider: str) -> pb.Error:
+    if exc.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return pb.Error(status=504, type="timeout_error", code="deadline_exceeded",
+                        message="the request deadline passed before the upstream answered", retryable=False,
+                        provider=provider)
+    return pb.Error(status=503, type="api_error", code="provider_unavailable",
+                    message=f"provider worker unavailable ({exc.code.name})", retryable=True, provider=provider)
 
 
 def _event(**kwargs: object) -> bytes:
     return pb.ChatEvent(**kwargs).SerializeToString()
 
 
-def _unavailable(exc: TransportError, provider: str) -> pb.Error:
-    code = exc.code
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return pb.Error(status=504, type="timeout_error", code="deadline_exceeded",
-                        message="the request deadline passed before the upstream answered", retryable=False,
-                        provider=provider)
-    return pb.Error(status=503, type="api_error", code="provider_unavailable",
-                    message=f"provider worker unavailable ({code.name})", retryable=True, provider=provider)
-
-
-async def stream_plan(plan: Plan, request_id: str, request_bytes: bytes, generate: Streamer,
-                      deadline: float | None, outcome: Outcome, *, tracer: Tracer | None = None,
-                      parent: Span | None = None) -> AsyncIterator[bytes]:
-    """ChatEvent bytes for the client, filling ``outcome`` as it goes.
-
-    Falls back to the next target while nothing has been sent. A worker that
-    vanished (transport failure) before output gets the same target again, up
-    to TRANSPORT_RETRIES times after a short back-off, on a fresh session that
-    Envoy routes to a surviving replica (the first retry can still meet the
-    dead replica's dying connection before Envoy has noticed).
-    """
-    targets = list(plan.targets)
-    transport_retries_left = TRANSPORT_RETRIES
-    last_error: pb.Error | None = None
-    index = 0
-    while index < len(targets):
-        target = targets[index]
-        number = index + 1
-        has_next = number < len(targets)
-        attempt_started = time.monotonic()
-        record = pb.AttemptRecord(provider=target.provider, model=target.model, outcome="error")
-        outcome.attempts.append(record)
-        timeout = None if deadline is None else max(deadline - time.monotonic(), 0.001)
-        span = None
-        trace_context = None
-        if tracer is not None and parent is not None:
-            span = tracer.start_span("attempt", context=trace.set_span_in_context(parent), attributes={
-                attributes.PROVIDER: target.provider, attributes.GEN_AI_REQUEST_MODEL: target.model,
-                attributes.ATTEMPT: number})
-            trace_context = telemetry.inject(span)
-        events = generate(generate_request_bytes(request_bytes, target.provider, target.model, number, trace_context),
-                          timeout)
-        committed = False
-        try:
-            async for raw in events:
-                tag = raw[0] if raw else 0
-                if tag == event_tags.ERROR:
-                    error = ppb.GenerateEvent.FromString(raw).error
-                    record.error_type = error.type
-                    record.status = error.status
-                    if not committed and error.retryable and has_next:
-                        last_error = error
-                        break  # nothing sent yet: try the next target
-                    outcome.error = error
-                    yield raw
-                    return
+async def stream_attempt(leaf: Leaf, ctx: RunContext, record: pb.AttemptRecord) -> AsyncIterator[bytes]:
+    """A ``started`` event, then the provider's event bytes for one attempt.
+    Raises BeforeOutputError when the attempt fails before any output."""
+    target = leaf.target
+    ctx.attempts_started += 1
+    number = ctx.attempts_started
+    outcome = ctx.outcome
+    billed_before = outcome.usage.cost_usd > 0 or outcome.usage.total_tokens > 0
+    began = time.monotonic()
+    remaining = ctx.remaining()
+    timeout = None if remaining is None else max(remaining, 0.001)
+    span = None
+    trace_context = None
+    if ctx.tracer is not None and ctx.span is not None:
+        span = ctx.tracer.start_span("attempt", context=trace.set_span_in_context(ctx.span), attributes={
+            attributes.PROVIDER: target.provider, attributes.GEN_AI_REQUEST_MODEL: target.model,
+            attributes.ATTEMPT: number})
+        trace_context = telemetry.inject(span)
+    payload = generate_request_bytes(overridden(ctx.request_bytes, leaf), target.provider, target.model, number,
+                                     trace_context, attempt_timeouts(leaf))
+    events = ctx.generate(payload, timeout)
+    committed = False
+    try:
+        async for raw in events:
+            tag = raw[0] if raw else 0
+            if tag == event_tags.ERROR:
+                error = ppb.GenerateEvent.FromString(raw).error
+                record.error_type, record.status, record.code = error.type, error.status, error.code
                 if not committed:
-                    committed = True
-                    outcome.first_output_at = time.monotonic()
-                    outcome.started = pb.Started(provider=target.provider, model=target.model, route=plan.route,
-                                                 route_version=plan.route_version, attempt=number,
-                                                 request_id=request_id)
-                    yield _event(started=outcome.started)
-                if tag == event_tags.USAGE:
-                    usage = ppb.GenerateEvent.FromString(raw).usage
-                    outcome.usage.MergeFrom(usage)
-                yield raw
-            else:
-                if committed:
-                    record.outcome = "ok"
-                    return
-                last_error = pb.Error(status=502, type="api_error", code="empty_response",
-                                      message=f"{target.provider} ended the stream without output", retryable=True,
-                                      provider=target.provider)
-        except TransportError as exc:
-            log.info("attempt %d on %s/%s: transport failed: %s", number, target.provider, target.model, exc)
-            error = _unavailable(exc, target.provider)
-            record.error_type, record.status = error.type, error.status
-            if not committed and error.retryable and transport_retries_left:
-                transport_retries_left -= 1
-                targets.insert(index + 1, target)
-                has_next = True
-                await asyncio.sleep(TRANSPORT_BACKOFF_S * (TRANSPORT_RETRIES - transport_retries_left))
-            if committed or not error.retryable or not has_next:
+                    raise BeforeOutputError(error)
                 outcome.error = error
-                yield _event(error=error)
+                yield raw
                 return
-            last_error = error
-        except BaseException:
+            if not committed:
+                committed = True
+                outcome.started = pb.Started(provider=target.provider, model=target.model, route=ctx.plan.route,
+                                             provider_type=ctx.provider_types.get(target.provider, ""),
+                                             route_version=ctx.plan.route_version, attempt=number,
+                                             request_id=ctx.request.request_id, arm=outcome.arm,
+                                             model_requested=ctx.plan.model_requested)
+                yield _event(started=outcome.started)
+            if tag == event_tags.USAGE:
+                add_usage(outcome.usage, ppb.GenerateEvent.FromString(raw).usage)
+                if billed_before:  # earlier attempts were billed too (cascade): report the sum
+                    raw = _event(usage=outcome.usage)
+            yield raw
+        if not committed:
+            raise BeforeOutputError(pb.Error(status=502, type="api_error", code="empty_response", retryable=True,
+                                             message=f"{target.provider} ended the stream without output",
+                                             provider=target.provider))
+        record.outcome = "ok"
+    except TransportError as exc:
+        log.info("attempt %d on %s: transport failed: %s", number, target.name, exc)
+        error = transport_error(exc, target.provider)
+        record.error_type, record.status, record.code = error.type, error.status, error.code
+        if not committed:
+            raise BeforeOutputError(error, transport=error.retryable) from None
+        outcome.error = error
+        yield _event(error=error)
+    except BaseException as exc:
+        if not isinstance(exc, Exception):  # cancelled, or the consumer went away
             record.outcome = "cancelled"
             outcome.cancelled = True
-            raise
-        finally:
-            record.latency_ms = (time.monotonic() - attempt_started) * 1000
-            await events.aclose()
-            if span is not None:
-                span.set_attribute(attributes.OUTCOME, record.outcome)
-                if record.error_type:
-                    span.set_attribute(attributes.ERROR_TYPE, record.error_type)
-                span.end()
-        log.info("attempt %d on %s/%s failed before output (%s); trying the next", number, target.provider,
-                 target.model, last_error.code if last_error else "?")
-        index += 1
-    error = last_error or pb.Error(status=502, type="api_error", code="no_attempt", message="no attempt could run")
-    outcome.error = error
-    yield _event(error=error)
+        raise
+    finally:
+        record.latency_ms = (time.monotonic() - began) * 1000
+        await events.aclose()
+        if span is not None:
+            span.set_attribute(attributes.OUTCOME, record.outcome)
+            if record.error_type:
+                span.set_attribute(attributes.ERROR_TYPE, record.error_type)
+            span.end()

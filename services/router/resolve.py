@@ -1,18 +1,17 @@
-"""Model identifier → the ordered upstream targets to try.
+"""Model identifier → one upstream target.
 
 Accepted forms, in order of precedence: a configured alias, a raw model name
 served by a configured provider (the first provider in the file that lists it
-wins), and ``provider/model``. Request-level fallbacks (Bifrost
-``fallbacks``, Mesh ``models``) resolve the same way and follow the primary.
+wins), and ``provider/model``. Routing configs (``@slug``) are resolved by
+``routes.py`` on top of this.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from switchyard.config import Config
 from switchyard.errors import InvalidRequestError, NotFoundError
-from switchyard.v1 import router_pb2 as rpb
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,15 +19,9 @@ class Target:
     provider: str
     model: str
 
-
-@dataclass(slots=True)
-class Plan:
-    targets: list[Target]
-    resolved_by: str
-    route: str = ""
-    route_version: int = 0
-    model_requested: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
+    @property
+    def name(self) -> str:
+        return f"{self.provider}/{self.model}"
 
 
 class Resolver:
@@ -44,8 +37,6 @@ class Resolver:
         """One target and how it was resolved; NotFoundError if nothing serves it."""
         if not model:
             raise InvalidRequestError("you must provide a model parameter", param=param)
-        if model.startswith("@"):
-            raise NotFoundError(f"routing config {model!r} does not exist", param=param, code="route_not_found")
         alias = self._aliases.get(model)
         if alias is not None:
             provider, _, upstream_model = alias.partition("/")
@@ -62,23 +53,14 @@ class Resolver:
             return Target(provider, upstream_model), "provider_model"
         raise NotFoundError(f"the model {model!r} does not exist or you do not have access to it", param=param)
 
-    def plan(self, model: str, fallbacks: list[str] | tuple[str, ...] = ()) -> Plan:
-        target, how = self.resolve(model)
-        targets = [target]
-        for i, name in enumerate(fallbacks):
-            extra, _ = self.resolve(name, param=f"fallbacks[{i}]")
-            if extra not in targets:
-                targets.append(extra)
-        return Plan(targets, how, model_requested=model)
-
-    def list_models(self) -> rpb.ListModelsResponse:
-        out = rpb.ListModelsResponse()
+    def models(self) -> list[tuple[str, str]]:
+        """(model id, provider) for every listed model, then (alias, "switchyard")."""
+        out: list[tuple[str, str]] = []
         seen: set[str] = set()
         for name, spec in self._providers.items():
             for model in spec.models:
                 if model.id not in seen:
                     seen.add(model.id)
-                    out.models.add(id=model.id, owned_by=name, kind="model")
-        for alias in self._aliases:
-            out.models.add(id=alias, owned_by="switchyard", kind="alias")
+                    out.append((model.id, name))
+        out.extend((alias, "switchyard") for alias in self._aliases)
         return out

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from router.execute import Outcome
-from router.resolve import Plan
+from router.routes import Plan
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import usage_pb2 as upb
 

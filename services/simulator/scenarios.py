@@ -25,6 +25,8 @@ Keys (header form is ``x-sim-<key with - for _>``):
 - ``reasoning``: emit this many reasoning words before the answer.
 - ``model``: apply this directive only when the request is for this model
   (so a fallback test can fail the primary and let the backup answer).
+- ``fail_first``: apply ``status`` only to the first N requests carrying
+  the same directive text (a retry test: fail once, then answer).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import asyncio
 import itertools
 import re
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +44,9 @@ from aiohttp import web
 
 _DIRECTIVE = re.compile(r"\[\[sim((?:\s+[a-z_]+=[^\s\]]+)*)\s*\]\]")
 _INT_KEYS = {"status", "retry_after", "delay_ms", "chunk_delay_ms", "stall_after", "cut_after",
-             "malformed_after", "error_after", "tokens", "reasoning"}
+             "malformed_after", "error_after", "tokens", "reasoning", "fail_first"}
+_SEEN: OrderedDict[str, int] = OrderedDict()  # directive text -> requests seen (fail_first)
+_SEEN_MAX = 10_000
 
 
 @dataclass(slots=True)
@@ -59,6 +63,7 @@ class Script:
     tokens: int | None = None
     finish: str = ""
     reasoning: int = 0
+    fail_first: int | None = None
 
 
 def parse_script(headers: Any, prompt_text: str, model: str | None = None) -> Script:
@@ -69,18 +74,31 @@ def parse_script(headers: Any, prompt_text: str, model: str | None = None) -> Sc
         lname = name.lower()
         if lname.startswith("x-sim-"):
             values[lname[6:].replace("-", "_")] = value
+    applied: list[str] = []
     for match in _DIRECTIVE.finditer(prompt_text):
         pairs = dict(pair.partition("=")[::2] for pair in match.group(1).split())
         only = pairs.pop("model", None)
         if only is not None and only != model:
             continue
         values.update(pairs)
+        applied.append(match.group(0))
     script = Script()
     for key, value in values.items():
         if not hasattr(script, key):
             continue
         setattr(script, key, int(value) if key in _INT_KEYS else value)
+    if script.fail_first is not None and _count("".join(applied) or repr(sorted(values.items()))) > script.fail_first:
+        script.status, script.retry_after = 0, None
     return script
+
+
+def _count(key: str) -> int:
+    """How many requests carried ``key`` so far, this one included."""
+    seen = _SEEN.pop(key, 0) + 1
+    _SEEN[key] = seen
+    if len(_SEEN) > _SEEN_MAX:
+        _SEEN.popitem(last=False)
+    return seen
 
 
 def strip_directives(text: str) -> str:
@@ -115,6 +133,7 @@ class Received:
     headers: dict[str, str]
     body: Any
     received_at: float
+    peer_port: int = 0  # the client's TCP source port (which gateway process sent it)
     status: int = 0
     finished_at: float | None = None
     disconnected_at: float | None = None  # the client went away before we finished
@@ -123,7 +142,8 @@ class Received:
 
     def public(self) -> dict[str, Any]:
         return {"id": self.id, "api": self.api, "path": self.path, "headers": self.headers, "body": self.body,
-                "received_at": self.received_at, "status": self.status, "finished_at": self.finished_at,
+                "received_at": self.received_at, "peer_port": self.peer_port, "status": self.status,
+                "finished_at": self.finished_at,
                 "disconnected_at": self.disconnected_at, "chunks_sent": self.chunks_sent}
 
 
@@ -137,7 +157,9 @@ class Recorder:
 
     async def record(self, api: str, request: web.Request, body: Any) -> Received:
         headers = {k.lower(): v for k, v in request.headers.items()}
-        item = Received(next(self._ids), api, request.path_qs, headers, body, time.time())
+        peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+        item = Received(next(self._ids), api, request.path_qs, headers, body, time.time(),
+                        peer[1] if isinstance(peer, tuple) and len(peer) > 1 else 0)
         self._items.append(item)
         async with self._arrived:
             self._arrived.notify_all()

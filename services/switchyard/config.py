@@ -12,12 +12,16 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from switchyard.conditions import ConditionError, compile_condition
+from switchyard.templating import TemplateTextError, variables_of
 
 KEY_PREFIX_LEN = 12
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -50,6 +54,17 @@ class Pricing(_Strict):
     reasoning_per_mtok: Annotated[float, Field(ge=0)] | None = None
 
 
+class BreakerSettings(_Strict):
+    """Circuit breaking per (provider, model), per router process."""
+
+    enabled: bool = True
+    consecutive_failures: Annotated[int, Field(ge=1)] = 5
+    failure_ratio: Annotated[float, Field(gt=0, le=1)] = 0.5
+    min_requests: Annotated[int, Field(ge=1)] = 20
+    window_s: Annotated[float, Field(gt=0)] = 30.0
+    cooldown_s: Annotated[float, Field(gt=0)] = 30.0
+
+
 class ModelSpec(_Strict):
     id: Annotated[str, Field(min_length=1)]
     pricing: Pricing | None = None
@@ -67,6 +82,7 @@ class ProviderSpec(_Strict):
     api_key_file: str | None = None
     timeouts: Timeouts = Timeouts()
     max_connections: Annotated[int, Field(ge=1)] = 256
+    breaker: BreakerSettings | None = None  # overrides the top-level breaker settings for this provider
     models: list[ModelSpec] = Field(default_factory=list)
 
     @field_validator("models", mode="before")
@@ -98,6 +114,11 @@ class ProviderSpec(_Strict):
 
 
 class ApiKeySpec(_Strict):
+    """A client key. ``allowed_models`` lists model identifiers (raw names,
+    aliases, ``provider/model``) and routing configs (``@slug``) the key may
+    reach; it is checked for every target a request can reach, fallbacks and
+    templates included. A listed ``@slug`` grants the targets it routes to."""
+
     id: Annotated[str, Field(pattern=_NAME)]
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
     prefix: str | None = None
@@ -125,11 +146,177 @@ class Limits(_Strict):
     max_concurrent_requests: Annotated[int, Field(ge=1)] = 4096
 
 
+# ------------------------------------------------------------------ routing --
+
+_SLUG = r"^@?[A-Za-z0-9._-]+$"
+
+
+class RetryPolicy(_Strict):
+    """Retries of the same target, before its first output byte: exponential
+    back-off with full jitter, a ``Retry-After`` from the upstream honoured
+    (up to ``max_retry_after_s``; a longer wait fails over instead), never
+    past the request's deadline."""
+
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 1
+    initial_backoff_s: Annotated[float, Field(ge=0, le=60)] = 0.25
+    max_backoff_s: Annotated[float, Field(ge=0, le=300)] = 4.0
+    max_retry_after_s: Annotated[float, Field(ge=0, le=600)] = 10.0
+
+
+class TimeoutOverrides(_Strict):
+    """Per-target attempt timeouts; unset ones come from the provider/model."""
+
+    first_token_s: Annotated[float, Field(gt=0)] | None = None
+    between_chunks_s: Annotated[float, Field(gt=0)] | None = None
+    total_s: Annotated[float, Field(gt=0)] | None = None
+
+
+class ParamOverrides(_Strict):
+    """Generation parameters a route target or template sets."""
+
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    seed: int | None = None
+    top_k: Annotated[int, Field(ge=1)] | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
+
+
+class RouteTarget(_Strict):
+    """One target of a routing config: a model identifier (alias, raw name,
+    ``provider/model``) or another config (``@slug``)."""
+
+    model: Annotated[str, Field(min_length=1, max_length=256)]
+    name: Annotated[str, Field(pattern=_NAME, max_length=64)] | None = None  # label (experiment arm); default: model
+    weight: Annotated[float, Field(gt=0)] | None = None      # weighted
+    when: dict[str, Any] | None = None                        # conditional; absent = the default
+    params: ParamOverrides | None = None
+    timeouts: TimeoutOverrides | None = None
+    retry: RetryPolicy | None = None
+
+    @field_validator("when")
+    @classmethod
+    def _condition(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            try:
+                compile_condition(value)
+            except ConditionError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare(cls, value: Any) -> Any:
+        return {"model": value} if isinstance(value, str) else value
+
+    @property
+    def label(self) -> str:
+        return self.name or self.model
+
+
+class CascadeGate(_Strict):
+    """When a cascade tier's answer is accepted. JSON validity, schema
+    conformance and required tool calls are checked whenever the request
+    asks for them."""
+
+    reject_finish_reasons: list[str] = Field(default_factory=lambda: ["length", "content_filter"])
+    min_chars: Annotated[int, Field(ge=0)] = 0
+
+
+ErrorClass = Annotated[str, Field(pattern=r"^(retryable|timeout|5xx|4xx|429|[1-5][0-9][0-9]|[a-z_]+)$")]
+
+
+class RouteSpec(_Strict):
+    """A named, versioned routing config (``@slug``)."""
+
+    description: str = ""
+    strategy: Literal["fallback", "weighted", "conditional", "cascade"] = "fallback"
+    targets: Annotated[list[RouteTarget], Field(min_length=1)]
+    # fallback / cascade: which failures before the first byte move on.
+    fallback_on: list[ErrorClass] = Field(default_factory=lambda: ["retryable", "timeout", "5xx", "429"])
+    # weighted: what keeps a caller on its arm (end_user, session, key, tenant, tag:<name>); unset = random.
+    sticky: Annotated[str, Field(pattern=r"^(end_user|session|key|tenant|tag:.+)$")] | None = None
+    gate: CascadeGate = CascadeGate()
+    retry: RetryPolicy | None = None
+
+    @model_validator(mode="after")
+    def _strategy_fields(self) -> RouteSpec:
+        weights = [t.weight is not None for t in self.targets]
+        if self.strategy == "weighted" and not all(weights):
+            raise ValueError("weighted: every target needs a weight")
+        if self.strategy != "weighted" and any(weights):
+            raise ValueError(f"{self.strategy}: weight is only for the weighted strategy")
+        whens = [t.when is not None for t in self.targets]
+        if self.strategy == "conditional":
+            if not any(whens):
+                raise ValueError("conditional: at least one target needs a `when` condition")
+            if False in whens and whens.index(False) != len(whens) - 1:
+                raise ValueError("conditional: only the last target may omit `when` (it is the default)")
+        elif any(whens):
+            raise ValueError(f"{self.strategy}: `when` is only for the conditional strategy")
+        if self.strategy == "cascade" and len(self.targets) < 2:
+            raise ValueError("cascade: needs at least two targets")
+        labels = [t.label for t in self.targets]
+        if self.strategy == "weighted" and len(labels) != len(set(labels)):
+            raise ValueError("weighted: arms need distinct labels; give repeated models a `name`")
+        return self
+
+
+class TemplateMessage(_Strict):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: Annotated[str, Field(max_length=1_000_000)]
+
+    @field_validator("content")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        try:
+            variables_of(value)
+        except TemplateTextError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+
+class TemplateSpec(_Strict):
+    """A stored prompt template (Mesh): messages with ``{{slot}}``
+    placeholders, placed before the request's own messages."""
+
+    id: str | None = None  # a stable UUID; derived from the name when absent
+    description: str = ""
+    messages: Annotated[list[TemplateMessage], Field(min_length=1)]
+    model: str | None = None
+    params: ParamOverrides | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _uuid(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                return str(uuid.UUID(value))
+            except ValueError:
+                raise ValueError("must be a UUID") from None
+        return value
+
+
 class Config(_Strict):
     providers: dict[Annotated[str, Field(pattern=_NAME)], ProviderSpec]
     aliases: dict[str, str] = Field(default_factory=dict)
+    routes: dict[Annotated[str, Field(pattern=_SLUG)], RouteSpec] = Field(default_factory=dict)
+    templates: dict[Annotated[str, Field(pattern=_NAME)], TemplateSpec] = Field(default_factory=dict)
+    retry: RetryPolicy = RetryPolicy()
+    breaker: BreakerSettings = BreakerSettings()
     api_keys: list[ApiKeySpec] = Field(default_factory=list)
     limits: Limits = Limits()
+
+    @field_validator("routes", mode="before")
+    @classmethod
+    def _strip_at(cls, value: Any) -> Any:
+        """``@production`` and ``production`` name the same config."""
+        if isinstance(value, dict):
+            return {(k[1:] if isinstance(k, str) and k.startswith("@") else k): v for k, v in value.items()}
+        return value
 
     @field_validator("providers")
     @classmethod
@@ -150,6 +337,17 @@ class Config(_Strict):
         if len(ids) != len(set(ids)):
             raise ValueError("api_keys: ids must be unique")
         return self
+
+    def model_known(self, identifier: str) -> bool:
+        """Whether a model identifier (not a route) names something servable."""
+        if identifier in self.aliases:
+            return True
+        for spec in self.providers.values():
+            if spec.model(identifier) is not None:
+                return True
+        provider, sep, model = identifier.partition("/")
+        spec = self.providers.get(provider) if sep else None
+        return spec is not None and bool(model) and (not spec.models or spec.model(model) is not None)
 
 
 # ------------------------------------------------------------------ loading --
@@ -254,9 +452,75 @@ def parse_config(text: str, source: str = "<string>") -> Config:
         raise ConfigError(f"invalid config {source}: the top level must be a mapping")
     _expand_values(data)
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, data, source)) from None
+    problems = cross_references(config)
+    if problems:
+        lines = [f"invalid config {source}:"]
+        for loc, message in problems:
+            line = _line_of(data, loc)
+            lines.append(f"  {'.'.join(str(p) for p in loc)}{f' (line {line})' if line else ''}: {message}")
+        raise ConfigError("\n".join(lines))
+    return config
+
+
+def cross_references(config: Config) -> list[tuple[tuple[Any, ...], str]]:
+    """What names something that does not exist: route targets, nested
+    configs (and cycles between them), template models. Each problem with
+    its path in the file."""
+    problems: list[tuple[tuple[Any, ...], str]] = []
+
+    def check_model(identifier: str, loc: tuple[Any, ...]) -> None:
+        if identifier.startswith("@"):
+            slug, _, pinned = identifier[1:].partition("@")
+            if slug not in config.routes:
+                problems.append((loc, f"routing config {identifier!r} does not exist"))
+            elif pinned:
+                problems.append((loc, "a config in the file cannot pin another config's version"))
+        elif not config.model_known(identifier):
+            problems.append((loc, f"model {identifier!r} is not served by any provider or alias"))
+
+    for slug, route in config.routes.items():
+        for i, target in enumerate(route.targets):
+            check_model(target.model, ("routes", slug, "targets", i, "model"))
+    for name, template in config.templates.items():
+        if template.model:
+            check_model(template.model, ("templates", name, "model"))
+    ids = [t.id for t in config.templates.values() if t.id]
+    if len(ids) != len(set(ids)):
+        problems.append((("templates",), "template ids must be unique"))
+    if not problems:
+        cycle = _route_cycle(config)
+        if cycle:
+            problems.append((("routes", cycle[0]), "routing configs form a cycle: "
+                             + " -> ".join("@" + s for s in cycle)))
+    return problems
+
+
+def _route_cycle(config: Config) -> list[str] | None:
+    """A cycle among nested routing configs, as the list of slugs, if any."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(slug: str, path: list[str]) -> list[str] | None:
+        if state.get(slug) == 2:
+            return None
+        if state.get(slug) == 1:
+            return [*path[path.index(slug):], slug]
+        state[slug] = 1
+        for target in config.routes[slug].targets:
+            if target.model.startswith("@"):
+                found = visit(target.model[1:], [*path, slug])
+                if found:
+                    return found
+        state[slug] = 2
+        return None
+
+    for slug in config.routes:
+        found = visit(slug, [])
+        if found:
+            return found
+    return None
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

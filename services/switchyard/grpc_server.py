@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -48,10 +48,13 @@ def identity(data: bytes) -> bytes:
 
 
 async def serve(address: str, register: Callable[[grpc.aio.Server], Iterable[str]], *, grace: float = 30.0,
-                on_drain: Callable[[], None] | None = None, on_stop: Callable[[], object] | None = None) -> None:
+                on_drain: Callable[[], None] | None = None, on_stop: Callable[[], object] | None = None,
+                on_start: Callable[[health.aio.HealthServicer], Coroutine[object, object, None]] | None = None,
+                ) -> None:
     """Run until SIGTERM/SIGINT. ``register`` adds servicers and returns their
-    full service names (for health and reflection); ``on_drain`` runs first
-    at shutdown (sessions tell their clients to go elsewhere)."""
+    full service names (for health and reflection); ``on_start`` runs as a
+    task while serving (it may report extra health statuses); ``on_drain``
+    runs first at shutdown (sessions tell their clients to go elsewhere)."""
     server = grpc.aio.server(options=SERVER_OPTIONS)
     names = list(register(server))
     health_servicer = health.aio.HealthServicer()
@@ -63,12 +66,15 @@ async def serve(address: str, register: Callable[[grpc.aio.Server], Iterable[str
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving %s on %s", ",".join(names), address)
+    reporter = asyncio.create_task(on_start(health_servicer)) if on_start is not None else None
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    if reporter is not None:
+        reporter.cancel()
     log.info("draining (grace %.0fs)", grace)
     await health_servicer.enter_graceful_shutdown()
     if on_drain is not None:

@@ -19,16 +19,35 @@ from switchyard.config import hash_key, key_prefix
 from switchyard.launcher import DEFAULT_CONFIG, Mesh, MeshSettings
 
 
-def write_test_config(run_dir: Path, limited_key: str) -> Path:
-    """The `make run` config plus a restricted key and fallback aliases."""
+def mesh_config_data(limited_key: str) -> dict:
+    """The `make run` config plus a restricted key, a backup provider, a
+    provider with a touchy circuit breaker and routing configs for tests."""
     data = yaml.safe_load(DEFAULT_CONFIG.read_text())
     data["api_keys"].append({"id": "limited", "tenant": "acme", "prefix": key_prefix(limited_key),
-                             "sha256": hash_key(limited_key), "allowed_models": ["gpt-4o-mini"]})
-    data["providers"]["backup"] = {"type": "openai_compat", "base_url": "${SWITCHYARD_LOCAL_BASE_URL}",
-                                   "api_key_env": "SWITCHYARD_LOCAL_API_KEY", "models": ["sim-backup"]}
+                             "sha256": hash_key(limited_key), "allowed_models": ["gpt-4o-mini", "@scoped"]})
+    compat = {"type": "openai_compat", "base_url": "${SWITCHYARD_LOCAL_BASE_URL}",
+              "api_key_env": "SWITCHYARD_LOCAL_API_KEY"}
+    data["providers"]["backup"] = {**compat, "models": ["sim-backup"]}
+    data["providers"]["flaky"] = {**compat, "models": ["sim-flaky"],
+                                  "breaker": {"consecutive_failures": 2, "cooldown_s": 1.5}}
     data["providers"]["openai"]["timeouts"] = {"first_token_s": 2, "between_chunks_s": 2, "total_s": 30}
+    # Tests script upstream failures on shared models: breakers stay out of their way except on `flaky`.
+    data["breaker"] = {"enabled": False}
+    data["routes"]["scoped"] = {"targets": ["gpt-4o-mini", "sim-backup"]}
+    data["routes"]["retrying"] = {"targets": [
+        {"model": "sim-backup", "retry": {"max_attempts": 3, "initial_backoff_s": 0.05, "max_backoff_s": 0.2}}]}
+    data["routes"]["guarded"] = {"targets": ["sim-flaky", "sim-backup"]}
+    data["routes"]["fast-exp"] = {"strategy": "weighted", "sticky": "end_user", "targets": [
+        {"model": "gpt-4o-mini", "name": "control", "weight": 1},
+        {"model": "gemini-2.5-flash", "name": "candidate", "weight": 1}]}
+    data["templates"]["premium"] = {"messages": [{"role": "system", "content": "Be thorough."}],
+                                    "model": "claude-opus-4-1"}
+    return data
+
+
+def write_test_config(run_dir: Path, limited_key: str) -> Path:
     path = run_dir / "switchyard.test.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path.write_text(yaml.safe_dump(mesh_config_data(limited_key), sort_keys=False))
     return path
 
 

@@ -4,7 +4,10 @@ flight while a provider worker is SIGKILLed or a router replica is drained."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
+from pathlib import Path
 
 import aiohttp
 import openai
@@ -12,6 +15,7 @@ from openai import AsyncOpenAI
 
 from switchyard.launcher import Mesh
 from tests.e2e.conftest import marker
+from tests.e2e.test_chat import sim_requests
 
 
 async def wait_received(mesh: Mesh, tag: str) -> None:
@@ -36,18 +40,40 @@ async def run_stream(client: AsyncOpenAI, prompt: str, first_token: asyncio.Even
         return "error"
 
 
+def socket_owner(port: int, pids: dict[str, int]) -> str | None:
+    """Which of ``pids`` holds the local TCP port ``port`` (from /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    for name, pid in pids.items():
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd).removeprefix("socket:[").rstrip("]") in inodes:
+                    return name
+    return None
+
+
 async def test_killed_provider_worker(replicated_mesh: Mesh, fault_client: AsyncOpenAI) -> None:
     mesh = replicated_mesh
     # Ten streams waiting for their first token, ten already streaming.
     waiting_tags = [marker() for _ in range(10)]
     waiting = [asyncio.create_task(run_stream(fault_client, f"{t} [[sim delay_ms=1500]]")) for t in waiting_tags]
     started = [asyncio.Event() for _ in range(10)]
-    streaming = [asyncio.create_task(run_stream(fault_client, f"{marker()} [[sim tokens=150 chunk_delay_ms=20]]", e))
-                 for e in started]
+    streaming_tags = [marker() for _ in range(10)]
+    streaming = [asyncio.create_task(run_stream(fault_client, f"{t} [[sim tokens=150 chunk_delay_ms=20]]", e))
+                 for t, e in zip(streaming_tags, started, strict=True)]
     await asyncio.gather(*(wait_received(mesh, t) for t in waiting_tags))
     await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 20)
 
-    mesh.processes["providers"].signal(signal.SIGKILL)
+    # Kill the worker that carries the first stream, so the kill is known to cut something.
+    [first] = await sim_requests(mesh, streaming_tags[0])
+    pids = {name: mesh.processes[name].popen.pid for name in mesh.providers}
+    victim = socket_owner(first["peer_port"], pids)
+    assert victim is not None, "no provider worker holds the stream's upstream connection"
+    mesh.processes[victim].signal(signal.SIGKILL)
 
     async with asyncio.timeout(60):  # no hangs
         waiting_results = await asyncio.gather(*waiting)

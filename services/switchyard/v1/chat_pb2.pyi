@@ -231,12 +231,18 @@ class RoutingContext(_message.Message):
     def __init__(self, tags: _Optional[_Mapping[str, str]] = ..., end_user: _Optional[str] = ..., session_id: _Optional[str] = ..., cache_skip: _Optional[bool] = ..., trace: _Optional[bool] = ..., template: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., fallbacks: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Identity(_message.Message):
-    __slots__ = ("key_id", "tenant")
+    __slots__ = ("key_id", "tenant", "allowed_models", "restricted", "default_model")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_MODELS_FIELD_NUMBER: _ClassVar[int]
+    RESTRICTED_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_MODEL_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     tenant: str
-    def __init__(self, key_id: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+    allowed_models: _containers.RepeatedScalarFieldContainer[str]
+    restricted: bool
+    default_model: str
+    def __init__(self, key_id: _Optional[str] = ..., tenant: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., restricted: _Optional[bool] = ..., default_model: _Optional[str] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
     __slots__ = ("request_id", "model", "messages", "tools", "tool_choice", "response_format", "sampling", "stream", "include_usage", "user", "extra", "routing", "identity", "metadata", "store", "prompt_cache_key", "safety_identifier", "trace_context")
@@ -293,7 +299,7 @@ class ChatRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., sampling: _Optional[_Union[Sampling, _Mapping]] = ..., stream: _Optional[bool] = ..., include_usage: _Optional[bool] = ..., user: _Optional[str] = ..., extra: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., routing: _Optional[_Union[RoutingContext, _Mapping]] = ..., identity: _Optional[_Union[Identity, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., store: _Optional[bool] = ..., prompt_cache_key: _Optional[str] = ..., safety_identifier: _Optional[str] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Started(_message.Message):
-    __slots__ = ("provider", "provider_type", "model", "route", "route_version", "attempt", "request_id")
+    __slots__ = ("provider", "provider_type", "model", "route", "route_version", "attempt", "request_id", "arm", "model_requested")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_TYPE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -301,6 +307,8 @@ class Started(_message.Message):
     ROUTE_VERSION_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    MODEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     provider: str
     provider_type: str
     model: str
@@ -308,7 +316,9 @@ class Started(_message.Message):
     route_version: int
     attempt: int
     request_id: str
-    def __init__(self, provider: _Optional[str] = ..., provider_type: _Optional[str] = ..., model: _Optional[str] = ..., route: _Optional[str] = ..., route_version: _Optional[int] = ..., attempt: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+    arm: str
+    model_requested: str
+    def __init__(self, provider: _Optional[str] = ..., provider_type: _Optional[str] = ..., model: _Optional[str] = ..., route: _Optional[str] = ..., route_version: _Optional[int] = ..., attempt: _Optional[int] = ..., request_id: _Optional[str] = ..., arm: _Optional[str] = ..., model_requested: _Optional[str] = ...) -> None: ...
 
 class ToolCallDelta(_message.Message):
     __slots__ = ("index", "id", "name", "arguments", "signature")
@@ -379,28 +389,56 @@ class Usage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., audio_prompt_tokens: _Optional[int] = ..., audio_completion_tokens: _Optional[int] = ...) -> None: ...
 
 class AttemptRecord(_message.Message):
-    __slots__ = ("provider", "model", "outcome", "error_type", "status", "latency_ms")
+    __slots__ = ("provider", "model", "outcome", "error_type", "status", "latency_ms", "retry", "code", "backoff_ms", "gate", "route")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    RETRY_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    BACKOFF_MS_FIELD_NUMBER: _ClassVar[int]
+    GATE_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
     provider: str
     model: str
     outcome: str
     error_type: str
     status: int
     latency_ms: float
-    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., outcome: _Optional[str] = ..., error_type: _Optional[str] = ..., status: _Optional[int] = ..., latency_ms: _Optional[float] = ...) -> None: ...
+    retry: int
+    code: str
+    backoff_ms: float
+    gate: str
+    route: str
+    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., outcome: _Optional[str] = ..., error_type: _Optional[str] = ..., status: _Optional[int] = ..., latency_ms: _Optional[float] = ..., retry: _Optional[int] = ..., code: _Optional[str] = ..., backoff_ms: _Optional[float] = ..., gate: _Optional[str] = ..., route: _Optional[str] = ...) -> None: ...
+
+class RouteDecision(_message.Message):
+    __slots__ = ("route", "version", "strategy", "chosen", "reason")
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    CHOSEN_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    route: str
+    version: int
+    strategy: str
+    chosen: str
+    reason: str
+    def __init__(self, route: _Optional[str] = ..., version: _Optional[int] = ..., strategy: _Optional[str] = ..., chosen: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class DecisionTrace(_message.Message):
-    __slots__ = ("resolved_by", "attempts")
+    __slots__ = ("resolved_by", "attempts", "routes", "template")
     RESOLVED_BY_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     resolved_by: str
     attempts: _containers.RepeatedCompositeFieldContainer[AttemptRecord]
-    def __init__(self, resolved_by: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[AttemptRecord, _Mapping]]] = ...) -> None: ...
+    routes: _containers.RepeatedCompositeFieldContainer[RouteDecision]
+    template: str
+    def __init__(self, resolved_by: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[AttemptRecord, _Mapping]]] = ..., routes: _Optional[_Iterable[_Union[RouteDecision, _Mapping]]] = ..., template: _Optional[str] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("status", "type", "code", "message", "param", "retryable", "retry_after_ms", "provider", "upstream_status")

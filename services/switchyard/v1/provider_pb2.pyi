@@ -16,8 +16,18 @@ class Target(_message.Message):
     model: str
     def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
+class AttemptTimeouts(_message.Message):
+    __slots__ = ("first_token_s", "between_chunks_s", "total_s")
+    FIRST_TOKEN_S_FIELD_NUMBER: _ClassVar[int]
+    BETWEEN_CHUNKS_S_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_S_FIELD_NUMBER: _ClassVar[int]
+    first_token_s: float
+    between_chunks_s: float
+    total_s: float
+    def __init__(self, first_token_s: _Optional[float] = ..., between_chunks_s: _Optional[float] = ..., total_s: _Optional[float] = ...) -> None: ...
+
 class GenerateRequest(_message.Message):
-    __slots__ = ("request", "target", "attempt", "trace_context")
+    __slots__ = ("request", "target", "attempt", "trace_context", "timeouts")
     class TraceContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -29,11 +39,13 @@ class GenerateRequest(_message.Message):
     TARGET_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUTS_FIELD_NUMBER: _ClassVar[int]
     request: _chat_pb2.ChatRequest
     target: Target
     attempt: int
     trace_context: _containers.ScalarMap[str, str]
-    def __init__(self, request: _Optional[_Union[_chat_pb2.ChatRequest, _Mapping]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., attempt: _Optional[int] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    timeouts: AttemptTimeouts
+    def __init__(self, request: _Optional[_Union[_chat_pb2.ChatRequest, _Mapping]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., attempt: _Optional[int] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., timeouts: _Optional[_Union[AttemptTimeouts, _Mapping]] = ...) -> None: ...
 
 class GenerateEvent(_message.Message):
     __slots__ = ("chunk", "usage", "error")

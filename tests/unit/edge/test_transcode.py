@@ -70,7 +70,8 @@ def rich_request() -> dict[str, Any]:
 
 
 def test_rich_request_becomes_the_canonical_proto() -> None:
-    chat = to_chat_request(parse(rich_request()), request_id="req-1", key_id="key-1", tenant="acme")
+    chat = to_chat_request(parse(rich_request()), request_id="req-1",
+                           identity=pb.Identity(key_id="key-1", tenant="acme"))
     assert (chat.request_id, chat.model) == ("req-1", "openai/gpt-4o-mini")
     assert (chat.identity.key_id, chat.identity.tenant) == ("key-1", "acme")
     dev, user, assistant, tool, refusal, empty = chat.messages
@@ -128,7 +129,7 @@ def test_rich_request_becomes_the_canonical_proto() -> None:
 
 def test_minimal_request_defaults() -> None:
     chat = to_chat_request(parse({"messages": [{"role": "user", "content": "hi"}], "stop": "END", "top_k": -1}),
-                           request_id="r", key_id="k", tenant="t")
+                           request_id="r")
     assert chat.model == "" and chat.sampling.n == 1
     assert list(chat.sampling.stop) == ["END"] and chat.sampling.stop_is_string
     for name in ("temperature", "top_p", "max_tokens", "seed", "top_logprobs", "top_k", "parallel_tool_calls"):
@@ -142,13 +143,13 @@ def test_minimal_request_defaults() -> None:
 def test_given_routing_is_used_as_is() -> None:
     routing = pb.RoutingContext(end_user="from-header", fallbacks=["x/y"])
     chat = to_chat_request(parse({"messages": [{"role": "user", "content": "hi"}], "fallbacks": ["a/b"]}),
-                           request_id="r", key_id="k", tenant="t", routing=routing)
+                           request_id="r", routing=routing)
     assert chat.routing == routing
 
 
 def test_tool_choice_mode() -> None:
     chat = to_chat_request(parse({"messages": [{"role": "user", "content": "hi"}], "tool_choice": "required"}),
-                           request_id="r", key_id="k", tenant="t")
+                           request_id="r")
     assert chat.tool_choice.WhichOneof("choice") == "mode" and chat.tool_choice.mode == "required"
 
 
@@ -376,11 +377,12 @@ def test_error_status_and_body() -> None:
 
 def test_extra_fields() -> None:
     started = pb.Started(provider="openai-main", provider_type="openai", model="gpt-4o-mini", route="production",
-                         route_version=4, attempt=2)
-    fields = extra_fields(started, "@production", 238.4)
+                         route_version=4, attempt=2, arm="cheap", model_requested="@production")
+    fields = extra_fields(started, 238.4, pb.Usage(prompt_tokens=3, completion_tokens=5, cost_usd=0.00125))
     assert fields == {"provider": "openai-main", "provider_type": "openai", "request_type": "chat_completion",
                       "model_requested": "@production", "model_used": "gpt-4o-mini", "latency": 238,
-                      "route": "production", "route_version": 4}
+                      "route": "@production", "route_version": 4, "arm": "cheap", "cost_usd": 0.00125,
+                      "billed_usage": {"prompt_tokens": 3, "completion_tokens": 5}}
 
 
 def test_gemini_thought_signature_reaches_client_and_comes_back() -> None:
@@ -399,5 +401,5 @@ def test_gemini_thought_signature_reaches_client_and_comes_back() -> None:
         {"role": "user", "content": "x"},
         {"role": "assistant", "content": None, "tool_calls": [dict(call)]},
         {"role": "tool", "tool_call_id": "call_1", "content": "ok"}]})
-    message = to_chat_request(req, request_id="r", key_id="k", tenant="t").messages[1]
+    message = to_chat_request(req, request_id="r").messages[1]
     assert message.tool_calls[0].signature == "c2lnbmVk"

@@ -157,7 +157,7 @@ def test_front_with_dns_names_validates(tmp_path: Path) -> None:
     config = hcm(front)
     # Absent means "nobody is internal" in Envoy 1.40: client x-envoy-* headers are stripped.
     assert "internal_address_config" not in config
-    assert config["generate_request_id"] is True and config["preserve_external_request_id"] is False
+    assert config["generate_request_id"] is True and config["preserve_external_request_id"] is True
     assert "x-switchyard-internal" in config["route_config"]["virtual_hosts"][0]["request_headers_to_remove"]
     assert clusters(doc)["edge"]["type"] == "STRICT_DNS"
     assert doc["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"

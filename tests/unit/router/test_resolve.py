@@ -57,18 +57,7 @@ def test_empty_model_is_400(resolver: Resolver) -> None:
         resolver.resolve("")
 
 
-def test_plan_appends_distinct_fallbacks(resolver: Resolver) -> None:
-    plan = resolver.plan("shared", ["fast", "shared", "local/x"])
-    assert plan.targets == [Target("oa", "shared"), Target("second", "other"), Target("local", "x")]
-
-
-def test_bad_fallback_names_its_index(resolver: Resolver) -> None:
-    with pytest.raises(NotFoundError) as info:
-        resolver.plan("shared", ["fast", "ghost"])
-    assert info.value.param == "fallbacks[1]"
-
-
-def test_list_models_includes_aliases(resolver: Resolver) -> None:
-    ids = [(m.id, m.kind) for m in resolver.list_models().models]
-    assert ("gpt-4o-mini", "model") in ids and ("fast", "alias") in ids
-    assert len({i for i, _ in ids if _ == "model"}) == 3
+def test_models_lists_each_model_once_then_aliases(resolver: Resolver) -> None:
+    listed = resolver.models()
+    assert ("gpt-4o-mini", "oa") in listed and ("fast", "switchyard") in listed
+    assert [m for m, owner in listed if owner != "switchyard"] == ["gpt-4o-mini", "shared", "other"]

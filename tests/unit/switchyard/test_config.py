@@ -71,3 +71,32 @@ def test_key_digest_and_prefix() -> None:
     key = "sy_" + "a" * 40
     assert len(hash_key(key)) == 64
     assert key_prefix(key) == key[:12]
+
+
+@pytest.mark.parametrize(("routes", "message"), [
+    ("routes:\n  r:\n    targets: [nope]\n", "routes.r.targets.0.model (line 11): model 'nope' is not served"),
+    ("routes:\n  r:\n    targets: ['@ghost']\n", "routes.r.targets.0.model (line 11): routing config '@ghost'"),
+    ("routes:\n  a:\n    targets: ['@b']\n  b:\n    targets: ['@a']\n",
+     "routes.a (line 10): routing configs form a cycle"),
+    ("routes:\n  r:\n    strategy: weighted\n    targets: [m1]\n", "routes.r (line 10): weighted: every target needs"),
+    ("routes:\n  r:\n    strategy: conditional\n    targets: [m1, {model: m1, when: {stream: true}}]\n",
+     "only the last target may omit `when`"),
+    ("routes:\n  r:\n    strategy: conditional\n    targets: [{model: m1, when: {stream: {gt: 1}}}]\n",
+     "routes.r.targets.0.when (line 12): when.stream.gt"),
+    ("routes:\n  r:\n    strategy: cascade\n    targets: [m1]\n", "cascade: needs at least two targets"),
+    ("routes:\n  'bad slug':\n    targets: [m1]\n", "routes.bad slug"),
+    ("templates:\n  t:\n    messages: [{role: system, content: 'Hi {{name'}]\n", "templates.t.messages.0.content"),
+    ("templates:\n  t:\n    model: ghost\n    messages: [{role: system, content: x}]\n",
+     "templates.t.model (line 11): model 'ghost'"),
+])
+def test_routing_errors_name_path_and_line(routes: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(MINIMAL + routes, "r.yaml")
+    assert message in str(info.value)
+
+
+def test_routes_accept_at_slugs_and_bare_target_strings() -> None:
+    config = parse_config(MINIMAL + "routes:\n  '@prod':\n    targets: [quick, {model: up/m2, weight: 1}]\n"
+                          .replace(", weight: 1", ""))
+    assert list(config.routes) == ["prod"]
+    assert [t.model for t in config.routes["prod"].targets] == ["quick", "up/m2"]

@@ -1,0 +1,110 @@
+"""One client request through the router, top to bottom:
+
+1. expand  — a stored template's messages, model and parameters (templates.py)
+2. plan    — the model identifier and fallbacks into a plan (routes.py)
+3. admit   — the key's scope over every target the plan can reach (admission.py);
+             after planning, because the scope applies to what the plan reaches
+4. run     — strategies drive attempts, falling back only before output (policy.py,
+             one attempt in execute.py)
+5. settle  — the decision trace if asked for, one usage event always (usage.py)
+
+Each stage raises a ``SwitchyardError`` for the client (nothing upstream has
+been called before ``run``) or streams ChatEvent bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+
+from opentelemetry.trace import SpanKind, Tracer
+
+from router.admission import check_scope
+from router.breaker import BreakerBoard
+from router.execute import Outcome, RunContext
+from router.policy import stream_plan
+from router.routes import Plan, RoutingTable
+from router.usage import UsageSink, build_usage_event
+from switchyard import attributes, event_tags, telemetry
+from switchyard.errors import InvalidRequestError, SwitchyardError
+from switchyard.session import Streamer
+from switchyard.v1 import chat_pb2 as pb
+
+
+class Pipeline:
+    def __init__(self, table: Callable[[], RoutingTable], generate: Streamer, usage: UsageSink,
+                 breakers: BreakerBoard, tracer: Tracer | None = None) -> None:
+        self.table = table
+        self.generate = generate
+        self.usage = usage
+        self.breakers = breakers
+        self.tracer = tracer
+
+    async def stream(self, request_bytes: bytes, deadline: float | None) -> AsyncIterator[bytes]:
+        """ChatEvent bytes for one request; ``deadline`` is time.monotonic()-based."""
+        received = time.monotonic()
+        request = pb.ChatRequest.FromString(request_bytes)
+        table = self.table()  # this request keeps the snapshot it started with
+        outcome = Outcome()
+        plan: Plan | None = None
+        span = None
+        if self.tracer is not None:
+            span = self.tracer.start_span("switchyard.v1.Router/Chat", kind=SpanKind.SERVER,
+                                          context=telemetry.extract(request.trace_context), attributes={
+                                              attributes.REQUEST_ID: request.request_id,
+                                              attributes.GEN_AI_REQUEST_MODEL: request.model})
+        try:
+            try:
+                request_bytes = expand(table, request, request_bytes, outcome)
+                plan = table.plan(request.model, request.routing.fallbacks)
+                check_scope(request.identity, plan, list(request.routing.fallbacks))
+            except SwitchyardError as exc:
+                outcome.error = exc.to_proto()
+                yield pb.ChatEvent(error=outcome.error).SerializeToString()
+                return
+            ctx = RunContext(request, request_bytes, deadline, self.generate, self.breakers, plan, outcome,
+                             self.tracer, span, table.provider_types)
+            async with aclosing(stream_plan(plan.root, ctx)) as events:
+                async for raw in events:
+                    if outcome.first_output_at is None and raw[0] == event_tags.STARTED:
+                        outcome.first_output_at = time.monotonic()
+                    yield raw
+            if request.routing.trace:
+                yield pb.ChatEvent(trace=decision_trace(plan, outcome)).SerializeToString()
+        finally:
+            self._settle(request, plan, outcome, received, span)
+
+    def _settle(self, request: pb.ChatRequest, plan: Plan | None, outcome: Outcome, received: float,
+                span: object) -> None:
+        event = build_usage_event(request, plan, outcome, received)
+        if span is None:
+            self.usage.record(event)
+            return
+        span.set_attribute(attributes.OUTCOME, event.status)
+        span.set_attribute(attributes.GEN_AI_USAGE_INPUT_TOKENS, event.usage.prompt_tokens)
+        span.set_attribute(attributes.GEN_AI_USAGE_OUTPUT_TOKENS, event.usage.completion_tokens)
+        span.set_attribute(attributes.COST_USD, event.usage.cost_usd)
+        if event.model:
+            span.set_attribute(attributes.GEN_AI_RESPONSE_MODEL, event.model)
+        self.usage.record(event, telemetry.inject(span))  # the usage event joins the trace
+        span.end()
+
+
+def expand(table: RoutingTable, request: pb.ChatRequest, request_bytes: bytes, outcome: Outcome) -> bytes:
+    """The expand stage, in place on ``request``; the request bytes to send on."""
+    template = table.templates.expand(request)
+    if template is not None:
+        outcome.template = template.name
+    if not request.model:
+        if not request.identity.default_model:
+            raise InvalidRequestError("you must provide a model parameter", param="model")
+        request.model = request.identity.default_model
+        if template is None:  # protobuf merges appended fields: no need to re-serialise
+            return request_bytes + pb.ChatRequest(model=request.model).SerializeToString()
+    return request.SerializeToString() if template is not None else request_bytes
+
+
+def decision_trace(plan: Plan, outcome: Outcome) -> pb.DecisionTrace:
+    return pb.DecisionTrace(resolved_by=plan.resolved_by, attempts=outcome.attempts, routes=outcome.routes,
+                            template=outcome.template)
