@@ -29,6 +29,7 @@ proto-check: setup
 	$(PY) proto/generate.py --check
 
 bench: setup
+	$(PY) tests/bench/bench_pipeline.py
 	$(PY) tests/bench/bench.py
 
 clean:

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import grpc
 from opentelemetry import trace
@@ -41,14 +42,59 @@ class BeforeOutputError(Exception):
 
 
 @dataclass(slots=True)
+class Attempt:
+    """One attempt (or a skipped target), for the trace and the usage event.
+    Plain Python: a protobuf message costs about a microsecond per field to
+    build, and most requests never need one."""
+
+    provider: str
+    model: str
+    route: str = ""
+    retry: int = 0
+    backoff_ms: float = 0.0
+    outcome: str = "error"  # ok | error | cancelled | skipped | rejected
+    error_type: str = ""
+    status: int = 0
+    code: str = ""
+    latency_ms: float = 0.0
+    gate: str = ""
+
+    def to_proto(self, out: pb.AttemptRecord) -> None:
+        out.provider, out.model, out.outcome, out.latency_ms = self.provider, self.model, self.outcome, self.latency_ms
+        if self.route:
+            out.route = self.route
+        if self.retry:
+            out.retry, out.backoff_ms = self.retry, self.backoff_ms
+        if self.error_type or self.status or self.code:
+            out.error_type, out.status, out.code = self.error_type, self.status, self.code
+        if self.gate:
+            out.gate = self.gate
+
+
+@dataclass(slots=True, frozen=True)
+class Decision:
+    """A routing config visited: which one, and what it chose and why."""
+
+    route: str
+    version: int
+    strategy: str
+    chosen: str = ""
+    reason: str = ""
+
+    def to_proto(self) -> pb.RouteDecision:
+        return pb.RouteDecision(route=self.route, version=self.version, strategy=self.strategy, chosen=self.chosen,
+                                reason=self.reason)
+
+
+@dataclass(slots=True)
 class Outcome:
     """What happened to one request: for the usage event and the trace."""
 
     started: pb.Started | None = None
-    usage: pb.Usage = field(default_factory=pb.Usage)  # summed over every billed attempt
+    usage: pb.Usage | None = None  # summed over every billed attempt
     error: pb.Error | None = None
-    attempts: list[pb.AttemptRecord] = field(default_factory=list)
-    routes: list[pb.RouteDecision] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
+    routes: list[Decision] = field(default_factory=list)
     first_output_at: float | None = None
     cancelled: bool = False
     arm: str = ""
@@ -91,9 +137,17 @@ def generate_request_bytes(request_bytes: bytes, provider: str, model: str, atte
                            trace_context: dict[str, str] | None = None,
                            timeouts: ppb.AttemptTimeouts | None = None) -> bytes:
     """GenerateRequest wire bytes embedding the already-serialised ChatRequest."""
-    tail = ppb.GenerateRequest(target=ppb.Target(provider=provider, model=model), attempt=attempt,
-                               trace_context=trace_context, timeouts=timeouts)
-    return b"\x0a" + _varint(len(request_bytes)) + request_bytes + tail.SerializeToString()
+    if trace_context or timeouts is not None:
+        tail = ppb.GenerateRequest(target=ppb.Target(provider=provider, model=model), attempt=attempt,
+                                   trace_context=trace_context, timeouts=timeouts).SerializeToString()
+    else:
+        tail = _plain_tail(provider, model, attempt)
+    return b"\x0a" + _varint(len(request_bytes)) + request_bytes + tail
+
+
+@lru_cache(maxsize=4096)
+def _plain_tail(provider: str, model: str, attempt: int) -> bytes:
+    return ppb.GenerateRequest(target=ppb.Target(provider=provider, model=model), attempt=attempt).SerializeToString()
 
 
 def overridden(request_bytes: bytes, leaf: Leaf) -> bytes:
@@ -112,7 +166,16 @@ def attempt_timeouts(leaf: Leaf) -> ppb.AttemptTimeouts | None:
     return ppb.AttemptTimeouts(**leaf.timeouts.model_dump(exclude_none=True))
 
 
-def add_usage(total: pb.Usage, part: pb.Usage) -> None:
+def add_usage(outcome: Outcome, part: pb.Usage) -> pb.Usage:
+    """Bill ``part`` to the request; the running total."""
+    if outcome.usage is None:
+        outcome.usage = part
+        return part
+    _add(outcome.usage, part)
+    return outcome.usage
+
+
+def _add(total: pb.Usage, part: pb.Usage) -> None:
     total.prompt_tokens += part.prompt_tokens
     total.completion_tokens += part.completion_tokens
     total.total_tokens += part.total_tokens
@@ -137,14 +200,25 @@ def _event(**kwargs: object) -> bytes:
     return pb.ChatEvent(**kwargs).SerializeToString()
 
 
-async def stream_attempt(leaf: Leaf, ctx: RunContext, record: pb.AttemptRecord) -> AsyncIterator[bytes]:
+def _started(ctx: RunContext, provider: str, model: str, attempt: int) -> pb.Started:
+    plan = ctx.plan
+    started = pb.Started(provider=provider, model=model, attempt=attempt, request_id=ctx.request.request_id,
+                         model_requested=plan.model_requested, provider_type=ctx.provider_types.get(provider, ""))
+    if plan.route:
+        started.route, started.route_version = plan.route, plan.route_version
+    if ctx.outcome.arm:
+        started.arm = ctx.outcome.arm
+    return started
+
+
+async def stream_attempt(leaf: Leaf, ctx: RunContext, record: Attempt) -> AsyncIterator[bytes]:
     """A ``started`` event, then the provider's event bytes for one attempt.
     Raises BeforeOutputError when the attempt fails before any output."""
     target = leaf.target
     ctx.attempts_started += 1
     number = ctx.attempts_started
     outcome = ctx.outcome
-    billed_before = outcome.usage.cost_usd > 0 or outcome.usage.total_tokens > 0
+    billed_before = outcome.usage is not None
     began = time.monotonic()
     remaining = ctx.remaining()
     timeout = None if remaining is None else max(remaining, 0.001)
@@ -172,16 +246,13 @@ async def stream_attempt(leaf: Leaf, ctx: RunContext, record: pb.AttemptRecord) 
                 return
             if not committed:
                 committed = True
-                outcome.started = pb.Started(provider=target.provider, model=target.model, route=ctx.plan.route,
-                                             provider_type=ctx.provider_types.get(target.provider, ""),
-                                             route_version=ctx.plan.route_version, attempt=number,
-                                             request_id=ctx.request.request_id, arm=outcome.arm,
-                                             model_requested=ctx.plan.model_requested)
-                yield _event(started=outcome.started)
+                outcome.started = started = _started(ctx, target.provider, target.model, number)
+                body = started.SerializeToString()  # as ChatEvent field 1, without building a ChatEvent
+                yield b"\x0a" + _varint(len(body)) + body
             if tag == event_tags.USAGE:
-                add_usage(outcome.usage, ppb.GenerateEvent.FromString(raw).usage)
+                total = add_usage(outcome, ppb.GenerateEvent.FromString(raw).usage)
                 if billed_before:  # earlier attempts were billed too (cascade): report the sum
-                    raw = _event(usage=outcome.usage)
+                    raw = _event(usage=total)
             yield raw
         if not committed:
             raise BeforeOutputError(pb.Error(status=502, type="api_error", code="empty_response", retryable=True,

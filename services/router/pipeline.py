@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
 
 from opentelemetry.trace import SpanKind, Tracer
 
 from router.admission import check_scope
 from router.breaker import BreakerBoard
-from router.execute import Outcome, RunContext
-from router.policy import stream_plan
+from router.execute import BeforeOutputError, Outcome, RunContext
+from router.policy import plan_failed, stream_node
 from router.routes import Plan, RoutingTable
 from router.usage import UsageSink, build_usage_event
 from switchyard import attributes, event_tags, telemetry
@@ -65,11 +64,17 @@ class Pipeline:
                 return
             ctx = RunContext(request, request_bytes, deadline, self.generate, self.breakers, plan, outcome,
                              self.tracer, span, table.provider_types)
-            async with aclosing(stream_plan(plan.root, ctx)) as events:
+            events = stream_node(plan.root, ctx, "")
+            try:
                 async for raw in events:
                     if outcome.first_output_at is None and raw[0] == event_tags.STARTED:
                         outcome.first_output_at = time.monotonic()
                     yield raw
+            except BeforeOutputError as exc:
+                outcome.error = plan_failed(exc.error, ctx)
+                yield pb.ChatEvent(error=outcome.error).SerializeToString()
+            finally:
+                await events.aclose()
             if request.routing.trace:
                 yield pb.ChatEvent(trace=decision_trace(plan, outcome)).SerializeToString()
         finally:
@@ -106,5 +111,8 @@ def expand(table: RoutingTable, request: pb.ChatRequest, request_bytes: bytes, o
 
 
 def decision_trace(plan: Plan, outcome: Outcome) -> pb.DecisionTrace:
-    return pb.DecisionTrace(resolved_by=plan.resolved_by, attempts=outcome.attempts, routes=outcome.routes,
-                            template=outcome.template)
+    trace = pb.DecisionTrace(resolved_by=plan.resolved_by, routes=[r.to_proto() for r in outcome.routes],
+                             template=outcome.template)
+    for attempt in outcome.attempts:
+        attempt.to_proto(trace.attempts.add())
+    return trace

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 from router import gate
-from router.execute import BeforeOutputError, RunContext, stream_attempt
+from router.execute import Attempt, BeforeOutputError, Decision, RunContext, stream_attempt
 from router.retry import backoff_s
 from router.routes import Branch, Leaf, Node
 from switchyard.conditions import RequestFacts
@@ -49,13 +49,18 @@ async def stream_plan(node: Node, ctx: RunContext) -> AsyncIterator[bytes]:
             async for raw in events:
                 yield raw
     except BeforeOutputError as exc:
-        error = exc.error
-        remaining = ctx.remaining()
-        if remaining is not None and remaining <= 0 and error.status != 504:
-            error = pb.Error(status=504, type="timeout_error", code="deadline_exceeded",
-                             message="the request deadline passed before any attempt answered")
-        ctx.outcome.error = error
-        yield pb.ChatEvent(error=error).SerializeToString()
+        ctx.outcome.error = plan_failed(exc.error, ctx)
+        yield pb.ChatEvent(error=ctx.outcome.error).SerializeToString()
+
+
+def plan_failed(error: pb.Error, ctx: RunContext) -> pb.Error:
+    """What the client hears when the whole plan failed before any output:
+    the most informative error, or a timeout when the deadline ran out."""
+    remaining = ctx.remaining()
+    if remaining is not None and remaining <= 0 and error.status != 504:
+        return pb.Error(status=504, type="timeout_error", code="deadline_exceeded",
+                        message="the request deadline passed before any attempt answered")
+    return error
 
 
 def stream_node(node: Node, ctx: RunContext, route: str) -> AsyncIterator[bytes]:
@@ -80,8 +85,7 @@ async def stream_leaf(leaf: Leaf, ctx: RunContext, route: str) -> AsyncIterator[
     transport_left = TRANSPORT_RETRIES
     wait = 0.0
     while True:
-        record = pb.AttemptRecord(provider=target.provider, model=target.model, outcome="error", retry=retries,
-                                  route=route, backoff_ms=wait * 1000)
+        record = Attempt(target.provider, target.model, route, retries, wait * 1000)
         ctx.outcome.attempts.append(record)
         if breaker is not None and not breaker.allow():
             record.outcome, record.code = "skipped", "breaker_open"
@@ -188,8 +192,7 @@ def most_informative(errors: list[pb.Error]) -> pb.Error:
 
 def _decide(ctx: RunContext, branch: Branch, chosen: str = "", reason: str = "") -> None:
     if branch.route:
-        ctx.outcome.routes.append(pb.RouteDecision(route=branch.route, version=branch.version,
-                                                   strategy=branch.strategy, chosen=chosen, reason=reason))
+        ctx.outcome.routes.append(Decision(branch.route, branch.version, branch.strategy, chosen, reason))
 
 
 async def _stream_fallback(branch: Branch, ctx: RunContext) -> AsyncIterator[bytes]:

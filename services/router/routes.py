@@ -22,6 +22,7 @@ from switchyard.config import Config, ParamOverrides, RetryPolicy, RouteSpec, Ti
 from switchyard.errors import NotFoundError
 
 DEFAULT_FALLBACK_ON = ("retryable", "timeout", "5xx", "429")
+MAX_CACHED_PLANS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +85,15 @@ class RoutingTable:
         self.provider_types = {name: spec.type for name, spec in config.providers.items()}
         self.versions = {slug: (document.version_of(slug) if document else 0) or 1 for slug in config.routes}
         self._compiled: dict[tuple[object, ...], Branch] = {}
+        self._plans: dict[str, Plan] = {}  # plans of requests without fallbacks, by model identifier
 
     # ------------------------------------------------------------ planning --
 
     def plan(self, model: str, fallbacks: Sequence[str] = ()) -> Plan:
+        if not fallbacks:
+            cached = self._plans.get(model)
+            if cached is not None:
+                return cached
         root, how, route, version = self._primary(model)
         if fallbacks:
             children, labels = [root], [model]
@@ -100,7 +106,11 @@ class RoutingTable:
                     labels.append(name)
             if len(children) > 1:
                 root = Branch("", 0, "fallback", tuple(children), tuple(labels))
-        return Plan(root, how, route, version, model)
+            return Plan(root, how, route, version, model)
+        plan = Plan(root, how, route, version, model)
+        if len(self._plans) < MAX_CACHED_PLANS:  # identifiers come from clients: bounded
+            self._plans[model] = plan
+        return plan
 
     def _primary(self, model: str) -> tuple[Node, str, str, int]:
         node = self.node(model, "model")
