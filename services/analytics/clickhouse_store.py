@@ -44,6 +44,7 @@ def dialect(database: str) -> Dialect:
         count_if=lambda condition: f"countIf({condition})",
         quantiles=lambda column, condition: f"quantilesExactInclusiveIf({quantiles})({column}, {condition})",
         int_div=lambda column, divisor: f"intDiv({column}, {int(divisor)})",
+        tag_keys="arrayJoin(mapKeys(tags))",
         table=f"{database}.{TABLE} FINAL",
     )
 
@@ -97,6 +98,10 @@ class ClickHouseStore:
     def requests(self, query: Query, page: Page) -> list[dict[str, Any]]:
         sql, params = store.requests_sql(self._dialect, query, page)
         return store.request_rows(self._client.select(sql, params))
+
+    def tags(self, query: Query) -> list[dict[str, Any]]:
+        sql, params = store.tags_sql(self._dialect, query)
+        return store.tag_rows(self._client.select(sql, params))
 
     def count(self) -> int:
         return int(self._client.select(f"SELECT count() FROM {self._table} FINAL", {})[0][0])

@@ -27,6 +27,7 @@ DIALECT = Dialect(
     quantiles=lambda column, condition: (
         f"quantile_cont({column}, {list(store.QUANTILES)}) FILTER (WHERE {condition})"),
     int_div=lambda column, divisor: f"({column} // {int(divisor)})",
+    tag_keys="unnest(map_keys(tags))",
     table=TABLE,
 )
 
@@ -86,6 +87,10 @@ class DuckDBStore:
     def requests(self, query: Query, page: Page) -> list[dict[str, Any]]:
         sql, params = store.requests_sql(DIALECT, query, page)
         return store.request_rows(self._fetch(sql, params))
+
+    def tags(self, query: Query) -> list[dict[str, Any]]:
+        sql, params = store.tags_sql(DIALECT, query)
+        return store.tag_rows(self._fetch(sql, params))
 
     def count(self) -> int:
         return int(self._fetch(f"SELECT count(*) FROM {TABLE}", {})[0][0])

@@ -117,6 +117,7 @@ class Store(Protocol):
     def summary(self, query: Query) -> list[dict[str, Any]]: ...
     def timeseries(self, query: Query, bucket_ms: int) -> list[dict[str, Any]]: ...
     def requests(self, query: Query, page: Page) -> list[dict[str, Any]]: ...
+    def tags(self, query: Query) -> list[dict[str, Any]]: ...
     def count(self) -> int: ...
     def close(self) -> None: ...
 
@@ -143,12 +144,14 @@ class Dialect:
     count_if: Callable[[str], str]
     quantiles: Callable[[str, str], str]  # (column, condition) -> array of QUANTILES
     int_div: Callable[[str, int], str]
+    tag_keys: str  # one row per tag name of a row
     table: str  # FROM clause for queries (ClickHouse adds FINAL)
 
 
 def _column(dimension: str, params: Params) -> str:
     if dimension.startswith(TAG_PREFIX):
-        return f"tags[{params(dimension[len(TAG_PREFIX):])}]"
+        # A missing tag reads as '' on both engines (DuckDB would say NULL).
+        return f"coalesce(tags[{params(dimension[len(TAG_PREFIX):])}], '')"
     return DIMENSIONS[dimension]
 
 
@@ -239,6 +242,19 @@ def requests_sql(d: Dialect, query: Query, page: Page) -> tuple[str, dict[str, A
     sql = (f"SELECT {', '.join(COLUMN_NAMES)} FROM {d.table} WHERE {_where(query, params, extra)} "
            f"ORDER BY ts_ms DESC, request_id DESC LIMIT {int(page.limit)}")
     return sql, params.values
+
+
+def tags_sql(d: Dialect, query: Query) -> tuple[str, dict[str, Any]]:
+    """The tag names in use, by requests."""
+    params = Params(d.placeholder)
+    sql = (f"SELECT tag, count(*) AS requests, sum(cost_usd) AS cost_usd FROM "
+           f"(SELECT {d.tag_keys} AS tag, cost_usd FROM {d.table} WHERE {_where(query, params)}) AS t "
+           f"GROUP BY tag ORDER BY requests DESC, tag LIMIT {int(query.limit)}")
+    return sql, params.values
+
+
+def tag_rows(rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+    return [{"tag": row[0], "requests": int(row[1]), "cost_usd": round(float(row[2] or 0), 9)} for row in rows]
 
 
 def group_rows(rows: Sequence[Sequence[Any]], query: Query, width: int) -> list[dict[str, Any]]:

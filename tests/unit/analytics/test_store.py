@@ -125,3 +125,11 @@ def test_request_log_pages_through_everything_once(store: Store) -> None:
     assert first["tags"] == dict(event.tags) and first["prompt_tokens"] == event.usage.prompt_tokens
     assert first["attempts"] == 1 and first["stream"] is event.stream
     assert first["cost_usd"] == pytest.approx(event.usage.cost_usd)
+
+
+def test_tag_names(store: Store) -> None:
+    tags = store.tags(Query(ALL.since_ms, ALL.until_ms, filters=(("tenant", ("globex",)),)))
+    globex = [e for e in EVENTS if e.tenant == "globex"]
+    assert [(t["tag"], t["requests"]) for t in tags] == [
+        ("team", len(globex)), ("feature", sum("feature" in e.tags for e in globex))]
+    assert tags[0]["cost_usd"] == pytest.approx(sum(e.usage.cost_usd for e in globex))
