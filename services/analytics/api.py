@@ -100,6 +100,7 @@ class Api:
 
     async def timeseries(self, request: web.Request) -> web.Response:
         query, options = self._parse("timeseries", request)
+        echo = _echo(query)
         bucket_ms = options["bucket_ms"]
         start = query.since_ms // bucket_ms * bucket_ms
         buckets = list(range(start, query.until_ms, bucket_ms))
@@ -121,7 +122,7 @@ class Api:
                 continue
             for name in METRICS:
                 entry[name][slot] = point[name]
-        return _json({"object": "analytics.timeseries", **_echo(query), "bucket": options["bucket"],
+        return _json({"object": "analytics.timeseries", **echo, "bucket": options["bucket"],
                       "bucket_ms": bucket_ms, "buckets": buckets, "series": list(series.values())})
 
     async def requests(self, request: web.Request) -> web.Response:

@@ -87,7 +87,9 @@ class Consumer:
                     await _wait(stop, 1.0)
         finally:
             with contextlib.suppress(Exception):
-                await self._nc.drain()
+                await self._nc.flush(timeout=2)  # the last acks
+            with contextlib.suppress(Exception):
+                await self._nc.close()
 
     async def _subscribe(self, stop: asyncio.Event) -> Any:
         """Create (or update) the durable consumer once the stream exists,
