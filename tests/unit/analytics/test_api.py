@@ -5,6 +5,7 @@ the parameter, the dashboard's files."""
 from __future__ import annotations
 
 import collections
+import itertools
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
@@ -117,7 +118,7 @@ async def test_timeseries_fills_every_bucket(api: TestClient) -> None:
     assert status == 200
     buckets = body["buckets"]
     assert buckets[0] <= SINCE < buckets[0] + 60_000 and buckets[-1] < UNTIL
-    assert all(b - a == 60_000 for a, b in zip(buckets, buckets[1:], strict=False))
+    assert all(b - a == 60_000 for a, b in itertools.pairwise(buckets))
     cost = collections.defaultdict(float)
     for event in EVENTS:
         cost[event.model] += event.usage.cost_usd
@@ -134,7 +135,7 @@ async def test_request_log_paging(api: TestClient) -> None:
     ids, cursor = [], None
     while True:
         params = {"limit": "150", **({"cursor": cursor} if cursor else {})}
-        status, body = await get(api, "requests", ADMIN, **params)
+        _status, body = await get(api, "requests", ADMIN, **params)
         ids += [r["request_id"] for r in body["data"]]
         cursor = body["next_cursor"]
         if cursor is None:
