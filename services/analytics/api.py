@@ -5,8 +5,10 @@ key's identity in ``x-switchyard-role`` / ``-tenant`` / ``-key-id``; this
 service trusts those headers, so it listens only on an internal address
 (a Unix socket locally) and is never published on its own.
 
-Queries run on worker threads (the engines are synchronous); at most
-``max_queries`` at once, beyond that an immediate 503 with ``retry-after``.
+Queries run on worker threads (the engines are synchronous): at most
+``max_queries`` at once and ``max_waiting`` queued behind them (a dashboard
+asks for a dozen things at a time); beyond that an immediate 503 with
+``retry-after``.
 """
 
 from __future__ import annotations
@@ -66,25 +68,28 @@ def identity(request: web.Request) -> q.Identity:
 
 
 class Api:
-    def __init__(self, store: Store, *, max_queries: int = 4, query_timeout_s: float = 30.0,
+    def __init__(self, store: Store, *, max_queries: int = 4, max_waiting: int = 64, query_timeout_s: float = 30.0,
                  status: Callable[[], dict[str, Any]] | None = None) -> None:
         self.store = store
-        self.max_queries = max_queries
+        self.slots = asyncio.Semaphore(max_queries)
+        self.max_pending = max_queries + max_waiting
         self.query_timeout_s = query_timeout_s
         self.status_source = status or (lambda: {})
-        self.running = 0
+        self.pending = 0
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if self.running >= self.max_queries:
+        if self.pending >= self.max_pending:
             raise UnavailableError("analytics is busy; retry shortly", code="overloaded", retry_after_ms=1000)
-        self.running += 1
+        self.pending += 1
         try:
-            return await asyncio.wait_for(asyncio.to_thread(fn, *args), self.query_timeout_s)
+            async with asyncio.timeout(self.query_timeout_s):
+                async with self.slots:
+                    return await asyncio.to_thread(fn, *args)
         except TimeoutError:
             raise UnavailableError("the query took too long; narrow the range or the filters",
                                    code="query_timeout") from None
         finally:
-            self.running -= 1
+            self.pending -= 1
 
     def _parse(self, endpoint: str, request: web.Request) -> tuple[q.Query, dict[str, Any]]:
         who = identity(request)

@@ -12,6 +12,8 @@ const fmt = {
   usd: (v) => (v === null || v === undefined ? "–" : v >= 1 ? `$${v.toFixed(2)}` : `$${v.toPrecision(3)}`),
   ms: (v) => (v === null || v === undefined ? "–" : `${v >= 100 ? Math.round(v) : v.toFixed(1)} ms`),
   pct: (v) => (v === null || v === undefined ? "–" : `${(v * 100).toFixed(1)}%`),
+  usdAxis: (v) => (v === 0 ? "$0" : v < 0.001 ? `$${v.toExponential(1)}` : `$${v.toPrecision(2)}`),
+  num: (v) => (Number.isInteger(v) ? String(v) : v.toFixed(1)),
   label: (v) => (v === "" || v === null || v === undefined ? "(none)" : String(v)),
 };
 
@@ -92,9 +94,10 @@ function renderSeries(split, total) {
   for (const node of document.querySelectorAll(".group-name")) node.textContent = group;
   const opts = {bucketMs: split.bucket_ms};
   const bySplit = (metric) => split.series.map((s) => ({label: fmt.label(s.key[group]), values: s[metric]}));
-  Charts.timeChart($("chart-cost"), split.buckets, bySplit("cost_usd"), {...opts, kind: "stacked", format: fmt.usd});
+  Charts.timeChart($("chart-cost"), split.buckets, bySplit("cost_usd"),
+                   {...opts, kind: "stacked", format: fmt.usd, axisFormat: fmt.usdAxis});
   Charts.timeChart($("chart-requests"), split.buckets, bySplit("requests"),
-                   {...opts, kind: "stacked", format: fmt.int});
+                   {...opts, kind: "stacked", format: fmt.int, axisFormat: fmt.num});
   const one = total.series[0];
   Charts.timeChart($("chart-latency"), total.buckets, ["p50", "p95", "p99"].map((p) => (
     {label: p, values: one[`latency_${p}_ms`]})), {...opts, format: fmt.ms, legend: true});
@@ -141,8 +144,8 @@ async function renderExperiment(base) {
   $("exp-empty").hidden = names.length > 0;
   $("exp-table").hidden = names.length === 0;
   const body = $("exp-table").querySelector("tbody");
-  body.textContent = "";
   if (!names.length) {
+    body.textContent = "";
     for (const id of ["exp-cost", "exp-latency", "exp-errors"]) $(id).textContent = "";
     return;
   }
@@ -155,6 +158,7 @@ async function renderExperiment(base) {
   const arms = await get("summary", [...base, ["route", route], ["version", versionSelect.value],
                                      ["group_by", "arm"], ["limit", "50"]]);
   const rows = arms.groups.filter((g) => g.key.arm).sort((a, b) => String(a.key.arm).localeCompare(b.key.arm));
+  const fresh = [];
   for (const g of rows) {
     const tr = document.createElement("tr");
     tr.dataset.arm = g.key.arm;
@@ -162,8 +166,10 @@ async function renderExperiment(base) {
                      fmt.ms(g.latency_p50_ms), fmt.ms(g.latency_p95_ms), fmt.ms(g.ttft_p50_ms), fmt.pct(g.error_rate)]) {
       cell(tr, v);
     }
-    body.appendChild(tr);
+    fresh.push(tr);
   }
+  body.replaceChildren(...fresh);  // in one step: a reader never sees a half-built table
+  $("exp-table").dataset.route = route;
   const bars = (metric, format, color) => rows.map((g, i) => ({label: g.key.arm, value: metric(g),
                                                                color: color || Charts.PALETTE[i % 10]}));
   Charts.barChart($("exp-cost"), bars((g) => g.cost_usd / g.requests), {format: fmt.usd});

@@ -67,7 +67,7 @@ function timeChart(container, buckets, series, opts) {
   for (let k = 0; k <= 4; k++) {
     const y = pad.t + h - (h * k) / 4;
     el("line", {x1: pad.l, x2: pad.l + w, y1: y, y2: y, class: "grid"}, svg);
-    text(svg, pad.l - 6, y + 4, o.format((max * k) / 4), {"text-anchor": "end", class: "axis"});
+    text(svg, pad.l - 6, y + 4, (o.axisFormat || o.format)((max * k) / 4), {"text-anchor": "end", class: "axis"});
   }
   const n = Math.max(buckets.length, 1);
   const x = (i) => pad.l + (w * (i + 0.5)) / n;
