@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup run test lint proto proto-check bench clean
+.PHONY: setup run test lint proto proto-check bench clean chromium
 
 setup: $(VENV)/.installed
 
@@ -16,8 +17,13 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 run: setup
 	$(PY) deploy/local/run.py
 
-test: setup proto-check lint
+test: setup proto-check lint chromium
 	$(PY) -m pytest -q
+
+# The dashboard test drives Debian's chromium (installed once, quietly).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -39,6 +39,7 @@ def main() -> int:
 Switchyard is up.
   base URL : {mesh.base_url}
   API key  : {mesh.api_key}
+  dashboard: {mesh.base_url}/analytics/dashboard#key={mesh.api_key}
   simulated upstreams (no key set): {simulated}
 
   curl {mesh.base_url}/chat/completions \\

@@ -11,6 +11,7 @@ import orjson
 from aiohttp import web
 from opentelemetry.trace import Tracer
 
+from edge import analytics_proxy
 from edge.auth import KeyStore
 from edge.handlers import Handlers
 from edge.openapi import openapi_document
@@ -41,13 +42,14 @@ def create_app(config: Config, router_target: str, request_timeout_s: float = 60
     # Bodies are read by the handler against the same limit, with an OpenAI 413.
     app = web.Application(client_max_size=config.limits.max_body_bytes)
     app[HANDLERS] = handlers
-    openapi = orjson.dumps(openapi_document())
+    openapi = orjson.dumps(analytics_proxy.with_paths(openapi_document()))
     app.router.add_post("/v1/chat/completions", handlers.chat_completions)
     app.router.add_post("/chat/completions", handlers.chat_completions)
     app.router.add_get("/v1/models", handlers.models)
     app.router.add_get("/healthz", _health)
     app.router.add_get("/readyz", handlers.ready)
     app.router.add_get("/openapi.json", lambda _: web.Response(body=openapi, content_type="application/json"))
+    analytics_proxy.register(app, config)
     app.router.add_route("*", "/{tail:.*}", _not_found)
 
     async def _close(_: web.Application) -> None:

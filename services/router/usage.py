@@ -50,6 +50,8 @@ def build_usage_event(request: pb.ChatRequest, plan: Plan | None, outcome: Outco
         event.tags.update(routing.tags)
     if plan is not None and plan.route:
         event.route, event.route_version = plan.route, plan.route_version
+    if outcome.arm:
+        event.route_arm = outcome.arm
     if outcome.started is not None:
         event.model, event.provider = outcome.started.model, outcome.started.provider
     if outcome.first_output_at is not None:

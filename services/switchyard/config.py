@@ -126,6 +126,8 @@ class ApiKeySpec(_Strict):
     tenant: str = "default"
     allowed_models: list[str] | None = None
     default_model: str | None = None
+    # admin: sees every tenant's analytics; client: only its own tenant's.
+    role: Literal["client", "admin"] = "client"
 
     @model_validator(mode="after")
     def _one_source(self) -> ApiKeySpec:
@@ -300,6 +302,22 @@ class TemplateSpec(_Strict):
         return value
 
 
+class AnalyticsSpec(_Strict):
+    """The analytics service's store: DuckDB embedded in the service (one
+    file, no server) or a ClickHouse server for larger deployments."""
+
+    store: Literal["duckdb", "clickhouse"] = "duckdb"
+    path: Annotated[str, Field(min_length=1)] = "var/analytics.duckdb"
+    clickhouse_url: Annotated[str, Field(pattern=r"^https?://")] | None = None
+    clickhouse_database: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "switchyard"
+
+    @model_validator(mode="after")
+    def _clickhouse_needs_url(self) -> AnalyticsSpec:
+        if self.store == "clickhouse" and not self.clickhouse_url:
+            raise ValueError("store clickhouse needs clickhouse_url")
+        return self
+
+
 class Config(_Strict):
     providers: dict[Annotated[str, Field(pattern=_NAME)], ProviderSpec]
     aliases: dict[str, str] = Field(default_factory=dict)
@@ -309,6 +327,7 @@ class Config(_Strict):
     breaker: BreakerSettings = BreakerSettings()
     api_keys: list[ApiKeySpec] = Field(default_factory=list)
     limits: Limits = Limits()
+    analytics: AnalyticsSpec = AnalyticsSpec()
 
     @field_validator("routes", mode="before")
     @classmethod

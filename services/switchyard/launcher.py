@@ -177,7 +177,7 @@ class Mesh:
         self.routers = replica_names("router", settings.router_replicas)
         self.providers = replica_names("providers", settings.provider_replicas)
         self.sockets = {name: run / f"{name}.sock" for name in
-                        ("edge", *self.routers, *self.providers, "envoy-router", "envoy-providers")}
+                        ("edge", *self.routers, *self.providers, "envoy-router", "envoy-providers", "analytics")}
         self.simulated: list[str] = []
         self.env = self._service_env()
 
@@ -255,9 +255,12 @@ class Mesh:
                 "SWITCHYARD_ROUTER_ADDRESS": f"unix:{self.sockets[name]}",
                 "SWITCHYARD_ROUTER_PROVIDERS_TARGET": f"unix:{self.sockets['envoy-providers']}",
             })
+        self._python("analytics", "analytics", {"SWITCHYARD_ANALYTICS_ADDRESS": f"unix:{self.sockets['analytics']}",
+                                                "SWITCHYARD_ANALYTICS_PATH": str(run / "analytics.duckdb")})
         self._python("edge", "edge", {
             "SWITCHYARD_EDGE_ADDRESS": f"unix:{self.sockets['edge']}",
             "SWITCHYARD_EDGE_ROUTER_TARGET": f"unix:{self.sockets['envoy-router']}",
+            "SWITCHYARD_EDGE_ANALYTICS_TARGET": f"unix:{self.sockets['analytics']}",
         })
         envoy_config = run / "envoy.yaml"
         renderer = load_envoy_renderer()
@@ -281,6 +284,7 @@ class Mesh:
             self._wait(name, deadline, lambda name=name: _grpc_serving(f"unix:{self.sockets[name]}"))
         self._wait("envoy", deadline, lambda: _http_ok(f"{self.admin_url}/ready"))
         self._wait("edge", deadline, lambda: _http_ok(f"http://127.0.0.1:{self.public_port}/readyz"))
+        self._wait("analytics", deadline, lambda: _http_ok(f"{self.base_url}/analytics/healthz"))
         self._wait("router", deadline, lambda: _grpc_serving(f"unix:{self.sockets['envoy-router']}"))
         self._wait("providers", deadline, lambda: _grpc_serving(f"unix:{self.sockets['envoy-providers']}"))
         renderer.assert_settings(self.admin_url)
@@ -312,7 +316,7 @@ class Mesh:
     def stop(self) -> dict[str, int | None]:
         """Stop in reverse dependency order: front first, NATS last."""
         codes: dict[str, int | None] = {}
-        for name in ("envoy", "edge", *self.routers, *self.providers, "simulator", "nats"):
+        for name in ("envoy", "edge", *self.routers, *self.providers, "analytics", "simulator", "nats"):
             process = self.processes.get(name)
             if process is not None:
                 codes[name] = process.stop(self.settings.stop_grace_s)

@@ -85,3 +85,11 @@ async def test_one_trace_across_every_hop(traced_mesh: Mesh) -> None:
     finally:
         await nc.close()
     assert headers and headers[0]["traceparent"].split("-")[1] == trace_id
+
+    # The analytics consumer's batch span links to the request's trace.
+    async with asyncio.timeout(15):
+        while not any(link["context"]["trace_id"] == f"0x{trace_id}"
+                      for path in (traced_mesh.settings.run_dir / "traces").glob("analytics-*.jsonl")
+                      for span in map(json.loads, path.read_text().splitlines())
+                      if span["name"] == "switchyard.analytics/Ingest" for link in span["links"]):
+            await asyncio.sleep(0.1)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from switchyard.v1 import chat_pb2 as switchyard_dot_v1_dot_chat__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19switchyard/v1/usage.proto\x12\rswitchyard.v1\x1a\x18switchyard/v1/chat.proto\"\x92\x04\n\nUsageEvent\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x03\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x0e\n\x06tenant\x18\x04 \x01(\t\x12\x17\n\x0fmodel_requested\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x10\n\x08provider\x18\x07 \x01(\t\x12\r\n\x05route\x18\x08 \x01(\t\x12\x15\n\rroute_version\x18\t \x01(\x05\x12#\n\x05usage\x18\n \x01(\x0b\x32\x14.switchyard.v1.Usage\x12\x12\n\nlatency_ms\x18\x0b \x01(\x01\x12\x0f\n\x07ttft_ms\x18\x0c \x01(\x01\x12\x0e\n\x06status\x18\r \x01(\t\x12\x12\n\nerror_type\x18\x0e \x01(\t\x12\x13\n\x0bhttp_status\x18\x0f \x01(\x05\x12\x31\n\x04tags\x18\x10 \x03(\x0b\x32#.switchyard.v1.UsageEvent.TagsEntry\x12\x10\n\x08\x65nd_user\x18\x11 \x01(\t\x12\x12\n\nsession_id\x18\x12 \x01(\t\x12\x0e\n\x06stream\x18\x13 \x01(\x08\x12\x11\n\tcache_hit\x18\x14 \x01(\x08\x12.\n\x08\x61ttempts\x18\x15 \x03(\x0b\x32\x1c.switchyard.v1.AttemptRecord\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19switchyard/v1/usage.proto\x12\rswitchyard.v1\x1a\x18switchyard/v1/chat.proto\"\xec\x04\n\nUsageEvent\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x03\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x0e\n\x06tenant\x18\x04 \x01(\t\x12\x17\n\x0fmodel_requested\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x10\n\x08provider\x18\x07 \x01(\t\x12\r\n\x05route\x18\x08 \x01(\t\x12\x15\n\rroute_version\x18\t \x01(\x05\x12#\n\x05usage\x18\n \x01(\x0b\x32\x14.switchyard.v1.Usage\x12\x12\n\nlatency_ms\x18\x0b \x01(\x01\x12\x0f\n\x07ttft_ms\x18\x0c \x01(\x01\x12\x0e\n\x06status\x18\r \x01(\t\x12\x12\n\nerror_type\x18\x0e \x01(\t\x12\x13\n\x0bhttp_status\x18\x0f \x01(\x05\x12\x31\n\x04tags\x18\x10 \x03(\x0b\x32#.switchyard.v1.UsageEvent.TagsEntry\x12\x10\n\x08\x65nd_user\x18\x11 \x01(\t\x12\x12\n\nsession_id\x18\x12 \x01(\t\x12\x0e\n\x06stream\x18\x13 \x01(\x08\x12\x11\n\tcache_hit\x18\x14 \x01(\x08\x12.\n\x08\x61ttempts\x18\x15 \x03(\x0b\x32\x1c.switchyard.v1.AttemptRecord\x12\x11\n\troute_arm\x18\x16 \x01(\t\x12\x14\n\x0c\x63\x61\x63he_status\x18\x17 \x01(\t\x12\x17\n\x0fusage_estimated\x18\x18 \x01(\x08\x12\x16\n\x0e\x63ost_saved_usd\x18\x19 \x01(\x01\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,7 +35,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USAGEEVENT_TAGSENTRY']._loaded_options = None
   _globals['_USAGEEVENT_TAGSENTRY']._serialized_options = b'8\001'
   _globals['_USAGEEVENT']._serialized_start=71
-  _globals['_USAGEEVENT']._serialized_end=601
-  _globals['_USAGEEVENT_TAGSENTRY']._serialized_start=558
-  _globals['_USAGEEVENT_TAGSENTRY']._serialized_end=601
+  _globals['_USAGEEVENT']._serialized_end=691
+  _globals['_USAGEEVENT_TAGSENTRY']._serialized_start=648
+  _globals['_USAGEEVENT_TAGSENTRY']._serialized_end=691
 # @@protoc_insertion_point(module_scope)

@@ -139,3 +139,14 @@ async def test_decision_trace_and_usage_event() -> None:
     assert (usage.route, usage.route_version, usage.model, usage.provider) == ("pair", 1, "m2", "b")
     assert (usage.end_user, dict(usage.tags), usage.status) == ("u1", {"team": "x"}, "ok")
     assert len(usage.attempts) == 2
+
+
+async def test_usage_event_records_the_experiment_arm() -> None:
+    routing_extra = "  exp:\n    strategy: weighted\n    sticky: end_user\n    targets:\n" \
+                    "      - {model: m1, name: left, weight: 1}\n      - {model: m2, name: right, weight: 1}\n"
+    sink = Sink()
+    routing = table(TEMPLATES + routing_extra)
+    pipeline = Pipeline(lambda: routing, Provider(answer()), sink, BreakerBoard(BreakerSettings()))
+    req = request("@exp", end_user="u7")
+    events = [pb.ChatEvent.FromString(raw) async for raw in pipeline.stream(req.SerializeToString(), None)]
+    assert sink.events[0].route_arm == events[0].started.arm in ("left", "right")

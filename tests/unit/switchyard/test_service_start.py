@@ -20,7 +20,7 @@ BAD = """providers:
 """
 
 
-@pytest.mark.parametrize("service", ["edge", "router", "providers"])
+@pytest.mark.parametrize("service", ["edge", "router", "providers", "analytics"])
 def test_invalid_config_stops_the_service(tmp_path: Path, service: str) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text(BAD)
