@@ -18,10 +18,10 @@ import aiohttp
 import jsonschema
 import orjson
 
-from providers.base import Translator, UpstreamProtocolError, UpstreamStreamError
+from providers.base import Translator, UpstreamLimitError, UpstreamProtocolError, UpstreamStreamError
 from providers.pricing import cost_usd
 from providers.sse_decode import stream_sse
-from providers.upstream import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, BodyTooLargeError, read_capped
+from providers.upstream import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, MAX_STREAM_BYTES, iter_body, read_capped
 from switchyard.config import Pricing, Timeouts
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import provider_pb2 as ppb
@@ -112,7 +112,7 @@ async def _one_call(spec: AttemptSpec, request: pb.ChatRequest,
                 response = await spec.session.request(upstream.method, upstream.url, headers=upstream.headers,
                                                       data=upstream.body)
                 if response.status >= 300:
-                    body = await read_capped(response, MAX_ERROR_BODY_BYTES)
+                    body = await read_capped(response, MAX_ERROR_BODY_BYTES, truncate=True)
                     complete = True
                     raise AttemptFailedError(translator.map_error(response.status, body, response.headers))
                 if not stream:
@@ -133,7 +133,8 @@ async def _one_call(spec: AttemptSpec, request: pb.ChatRequest,
                 yield event
             return
 
-        events_iter = translator.stream_events(stream_sse(response.content.iter_any()), spec.model)
+        body_chunks = iter_body(response, MAX_STREAM_BYTES, paced=True)
+        events_iter = translator.stream_events(stream_sse(body_chunks), spec.model)
         pending: list[ppb.GenerateEvent] = []
         first = True
         while True:
@@ -151,6 +152,8 @@ async def _one_call(spec: AttemptSpec, request: pb.ChatRequest,
             except UpstreamStreamError as exc:
                 exc.error.provider = exc.error.provider or provider
                 raise AttemptFailedError(exc.error, sent) from None
+            except UpstreamLimitError:
+                raise
             except (UpstreamProtocolError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError,
                     ValueError) as exc:
                 raise AttemptFailedError(_error(502, "api_error", "upstream_stream_broken",
@@ -170,8 +173,10 @@ async def _one_call(spec: AttemptSpec, request: pb.ChatRequest,
         for held in pending:
             yield held
         complete = True
-    except BodyTooLargeError as exc:
-        raise AttemptFailedError(_error(502, "api_error", "upstream_body_too_large", str(exc), False, provider),
+    except UpstreamLimitError as exc:
+        # A cap hit: this answer is dropped (the connection is closed below);
+        # another provider may still serve the request if nothing was sent.
+        raise AttemptFailedError(_error(502, "api_error", exc.code, f"{provider}: {exc}", not sent, provider),
                                  sent) from None
     except aiohttp.ClientConnectorError as exc:
         raise AttemptFailedError(_error(502, "api_error", "upstream_unreachable",

@@ -130,6 +130,15 @@ class UpstreamProtocolError(Exception):
     """The upstream broke its wire format (cut stream, bad JSON, no terminator)."""
 
 
+class UpstreamLimitError(UpstreamProtocolError):
+    """The upstream's answer hit one of our caps (line, event, stream,
+    decompressed size or ratio); ``code`` names the cap."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class UpstreamStreamError(Exception):
     """The upstream reported an error inside an open stream."""
 

@@ -23,6 +23,8 @@ Keys (header form is ``x-sim-<key with - for _>``):
 - ``tokens``: the answer has exactly this many words (else derived from the prompt).
 - ``finish``: force a finish reason (``length``, ``content_filter``...).
 - ``reasoning``: emit this many reasoning words before the answer.
+- ``hostile``/``hostile_kib``: answer with a hostile body instead (see
+  ``hostile.py``: bare newlines, a gzip bomb, endless lines, bad UTF-8...).
 - ``model``: apply this directive only when the request is for this model
   (so a fallback test can fail the primary and let the backup answer).
 """
@@ -42,7 +44,7 @@ from aiohttp import web
 
 _DIRECTIVE = re.compile(r"\[\[sim((?:\s+[a-z_]+=[^\s\]]+)*)\s*\]\]")
 _INT_KEYS = {"status", "retry_after", "delay_ms", "chunk_delay_ms", "stall_after", "cut_after",
-             "malformed_after", "error_after", "tokens", "reasoning"}
+             "malformed_after", "error_after", "tokens", "reasoning", "hostile_kib"}
 
 
 @dataclass(slots=True)
@@ -59,6 +61,8 @@ class Script:
     tokens: int | None = None
     finish: str = ""
     reasoning: int = 0
+    hostile: str = ""
+    hostile_kib: int | None = None
 
 
 def parse_script(headers: Any, prompt_text: str, model: str | None = None) -> Script:
