@@ -19,6 +19,7 @@ import jsonschema
 import orjson
 
 from providers.base import Translator, UpstreamLimitError, UpstreamProtocolError, UpstreamStreamError
+from providers.fairness import KeyBusyError, KeyGate
 from providers.pricing import cost_usd
 from providers.sse_decode import stream_sse
 from providers.upstream import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, MAX_STREAM_BYTES, iter_body, read_capped
@@ -27,6 +28,7 @@ from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import provider_pb2 as ppb
 
 log = logging.getLogger(__name__)
+KEY_BUSY_RETRY_MS = 1000  # a key over its share of a pool: try again in about a second
 
 
 class AttemptFailedError(Exception):
@@ -46,6 +48,7 @@ class AttemptSpec:
     model: str
     timeouts: Timeouts
     pricing: Pricing | None
+    gate: KeyGate | None = None  # the provider's per-key share of its connection pool
 
 
 def _error(status: int, type_: str, code: str, message: str, retryable: bool, provider: str) -> pb.Error:
@@ -106,9 +109,14 @@ async def _one_call(spec: AttemptSpec, request: pb.ChatRequest,
     response: aiohttp.ClientResponse | None = None
     complete = False
     sent = False
+    key = request.identity.key_id
+    holding = False
     try:
         try:
             async with asyncio.timeout(_remaining(total_deadline, timeouts.first_token_s)):
+                if spec.gate is not None:
+                    await spec.gate.acquire(key)
+                    holding = True
                 response = await spec.session.request(upstream.method, upstream.url, headers=upstream.headers,
                                                       data=upstream.body)
                 if response.status >= 300:
@@ -119,8 +127,17 @@ async def _one_call(spec: AttemptSpec, request: pb.ChatRequest,
                     body = await read_capped(response, MAX_BODY_BYTES)
                     complete = True
         except TimeoutError:
+            if spec.gate is not None and not holding:
+                raise AttemptFailedError(_error(504, "timeout_error", "upstream_timeout",
+                                                f"no connection to {provider} came free for this key in time",
+                                                True, provider)) from None
             raise AttemptFailedError(_error(504, "timeout_error", "upstream_timeout",
                                             f"{provider} did not answer in time", True, provider)) from None
+        except KeyBusyError as exc:
+            error = _error(429, "rate_limit_error", "key_concurrency_exceeded",
+                           f"too many concurrent requests for this key on {provider}: {exc}", True, provider)
+            error.retry_after_ms = KEY_BUSY_RETRY_MS
+            raise AttemptFailedError(error) from None
         if not stream:
             try:
                 events = list(translator.parse_response(body, spec.model))
@@ -194,6 +211,8 @@ async def _one_call(spec: AttemptSpec, request: pb.ChatRequest,
                 # Cancelled or broken mid-way: drop the connection so the
                 # upstream stops generating tokens nobody will read.
                 response.close()
+        if holding:
+            spec.gate.release(key)  # type: ignore[union-attr]
 
 
 async def _fan_out(spec: AttemptSpec, request: pb.ChatRequest, n: int,

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestServer
 
 from providers.attempt import AttemptFailedError, AttemptSpec, stream_attempt
 from providers.base import Capabilities, SSEEvent, Translator, UpstreamProtocolError, UpstreamRequest
+from providers.fairness import KeyGate
 from switchyard.config import Pricing, ProviderSpec, Timeouts
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import provider_pb2 as ppb
@@ -222,3 +223,34 @@ async def test_emulated_schema_invalid_twice_is_an_error(upstream, session) -> N
         await collect(make_spec(url, session), request("json", stream=False, schema=SCHEMA))
     assert info.value.error.code == "invalid_structured_output"
     assert fake.calls == 2
+
+
+async def test_attempts_over_a_keys_share(upstream, session) -> None:
+    _, url = upstream
+    spec = make_spec(url, session, first_token_s=0.3)
+    spec.gate = KeyGate(total=2, per_key=1, max_waiting=1)
+    busy = request("stall forever")
+    busy.identity.key_id = "flood"
+    holder = stream_attempt(spec, busy, None)
+    await anext(holder)  # holds flood's only slot while it streams
+    waiting = request("a b")
+    waiting.identity.key_id = "flood"
+    with pytest.raises(AttemptFailedError) as timed_out:
+        _ = [e async for e in stream_attempt(spec, waiting, None)]
+    assert timed_out.value.error.code == "upstream_timeout"
+    assert "came free" in timed_out.value.error.message
+
+    queued = asyncio.create_task(anext(stream_attempt(spec, waiting, None)))
+    await asyncio.sleep(0)
+    with pytest.raises(AttemptFailedError) as refused:
+        _ = [e async for e in stream_attempt(spec, waiting, None)]
+    error = refused.value.error
+    assert (error.status, error.code, error.retryable, error.retry_after_ms) == (
+        429, "key_concurrency_exceeded", True, 1000)
+    other = request("a b")
+    other.identity.key_id = "victim"
+    events = [e async for e in stream_attempt(spec, other, None)]
+    assert events[-1].HasField("usage")
+    await holder.aclose()  # the slot frees; the queued attempt runs
+    assert (await asyncio.wait_for(queued, 5)).HasField("chunk")
+    assert spec.gate.used <= 1
