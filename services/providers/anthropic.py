@@ -29,7 +29,10 @@ from providers.base import (
     Translator,
     UpstreamProtocolError,
     UpstreamRequest,
+    UpstreamStreamError,
+    UpstreamTruncatedError,
 )
+from providers.errors import client_message, log_upstream_text
 from providers.upstream import retry_after_ms
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import provider_pb2 as ppb
@@ -76,6 +79,8 @@ class AnthropicTranslator(Translator):
 
     def parse_response(self, body: bytes, model: str) -> Iterable[ppb.GenerateEvent]:
         message = load_json(body)
+        if isinstance(message, dict) and message.get("type") == "error":
+            raise UpstreamStreamError(self.stream_error(message))
         if not isinstance(message, dict) or not isinstance(message.get("content"), list):
             raise UpstreamProtocolError("Anthropic response has no content list")
         delta = message_delta(message)
@@ -94,11 +99,12 @@ class AnthropicTranslator(Translator):
                 yield out
             if state.stopped:
                 return
-        raise UpstreamProtocolError("Anthropic stream ended without message_stop")
+        raise UpstreamTruncatedError(f"{self.provider} ended its stream without message_stop")
 
     def map_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> pb.Error:
         error_type, message = _error_fields(body)
-        error = classify_error(status, error_type, self._scrub(message) or f"Anthropic returned HTTP {status}")
+        error = classify_error(status, error_type,
+                               client_message(message, (self.api_key,)) or f"{self.provider} answered HTTP {status}")
         error.provider = self.provider
         error.upstream_status = status
         error.retry_after_ms = retry_after_ms(headers)
@@ -108,7 +114,8 @@ class AnthropicTranslator(Translator):
         """The canonical error for an in-band ``error`` event."""
         err = payload.get("error") if isinstance(payload.get("error"), dict) else {}
         error_type = str(err.get("type") or "api_error")
-        message = self._scrub(str(err.get("message") or "")) or "Anthropic stream failed"
+        log_upstream_text(self.provider, 200, str(err.get("message") or ""))
+        message = client_message(str(err.get("message") or ""), (self.api_key,)) or f"{self.provider} failed"
         error = classify_error(STATUS_FOR_TYPE.get(error_type, 500), error_type, message)
         error.provider = self.provider
         return error
@@ -116,9 +123,6 @@ class AnthropicTranslator(Translator):
     def _configured_max(self, model: str) -> int | None:
         spec = self.spec.model(model)
         return spec.max_output_tokens if spec else None
-
-    def _scrub(self, message: str) -> str:
-        return message.replace(self.api_key, "[redacted]") if self.api_key else message
 
 
 # ------------------------------------------------------------------- errors --

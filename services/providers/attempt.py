@@ -18,7 +18,8 @@ import aiohttp
 import jsonschema
 import orjson
 
-from providers.base import Translator, UpstreamLimitError, UpstreamProtocolError, UpstreamStreamError
+from providers.base import Translator, UpstreamProtocolError, UpstreamStreamError, UpstreamTruncatedError
+from providers.errors import failure_error, log_upstream_text, timeout_error
 from providers.fairness import KeyBusyError, KeyGate
 from providers.pricing import cost_usd
 from providers.sse_decode import stream_sse
@@ -51,13 +52,7 @@ class AttemptSpec:
     gate: KeyGate | None = None  # the provider's per-key share of its connection pool
 
 
-def _error(status: int, type_: str, code: str, message: str, retryable: bool, provider: str) -> pb.Error:
-    return pb.Error(status=status, type=type_, code=code, message=message, retryable=retryable, provider=provider)
-
-
 def _has_output(event: ppb.GenerateEvent) -> bool:
-    if not event.HasField("chunk"):
-        return True
     for delta in event.chunk.choices:
         if delta.content or delta.reasoning or delta.tool_calls or delta.refusal or delta.finish_reason:
             return True
@@ -90,10 +85,20 @@ async def stream_attempt(spec: AttemptSpec, request: pb.ChatRequest,
         yield ppb.GenerateEvent(usage=pb.Usage())
 
 
-def _remaining(deadline: float | None, limit: float) -> float:
-    if deadline is None:
-        return limit
-    return max(min(limit, deadline - time.monotonic()), 0.0)
+class _Clock:
+    """Which limit bounds the next wait, so that a timeout can name itself."""
+
+    def __init__(self, timeouts: Timeouts, deadline: float | None) -> None:
+        self.total_at = time.monotonic() + timeouts.total_s
+        self.deadline = deadline
+
+    def budget(self, name: str, seconds: float) -> tuple[float, str]:
+        """(seconds left, name of the limit that ends first)."""
+        now = time.monotonic()
+        left, which = min((seconds, name), (self.total_at - now, "total"))
+        if self.deadline is not None and self.deadline - now < left:
+            left, which = self.deadline - now, "deadline"
+        return max(left, 0.0), which
 
 
 async def _one_call(spec: AttemptSpec, request: pb.ChatRequest,
@@ -103,17 +108,16 @@ async def _one_call(spec: AttemptSpec, request: pb.ChatRequest,
     timeouts = spec.timeouts
     stream = request.stream
     upstream = translator.build_request(request, spec.model, stream=stream)
-    total_deadline = time.monotonic() + timeouts.total_s
-    if deadline is not None:
-        total_deadline = min(total_deadline, deadline)
+    clock = _Clock(timeouts, deadline)
     response: aiohttp.ClientResponse | None = None
     complete = False
     sent = False
     key = request.identity.key_id
     holding = False
     try:
+        seconds, which = clock.budget("first_token", timeouts.first_token_s)
         try:
-            async with asyncio.timeout(_remaining(total_deadline, timeouts.first_token_s)):
+            async with asyncio.timeout(seconds):
                 if spec.gate is not None:
                     await spec.gate.acquire(key)
                     holding = True
@@ -122,30 +126,25 @@ async def _one_call(spec: AttemptSpec, request: pb.ChatRequest,
                 if response.status >= 300:
                     body = await read_capped(response, MAX_ERROR_BODY_BYTES, truncate=True)
                     complete = True
+                    log_upstream_text(provider, response.status, body)
                     raise AttemptFailedError(translator.map_error(response.status, body, response.headers))
-                if not stream:
+                if not stream or response.content_type == "application/json":
+                    # A JSON answer to a stream request is an error envelope
+                    # or a server that ignored ``stream``: read it whole.
                     body = await read_capped(response, MAX_BODY_BYTES)
                     complete = True
+        except aiohttp.ConnectionTimeoutError:
+            raise AttemptFailedError(timeout_error("connect", provider, timeouts)) from None
         except TimeoutError:
-            if spec.gate is not None and not holding:
-                raise AttemptFailedError(_error(504, "timeout_error", "upstream_timeout",
-                                                f"no connection to {provider} came free for this key in time",
-                                                True, provider)) from None
-            raise AttemptFailedError(_error(504, "timeout_error", "upstream_timeout",
-                                            f"{provider} did not answer in time", True, provider)) from None
+            raise AttemptFailedError(timeout_error(which if holding or spec.gate is None else "slot", provider,
+                                                   timeouts)) from None
         except KeyBusyError as exc:
-            error = _error(429, "rate_limit_error", "key_concurrency_exceeded",
-                           f"too many concurrent requests for this key on {provider}: {exc}", True, provider)
-            error.retry_after_ms = KEY_BUSY_RETRY_MS
+            error = pb.Error(status=429, type="rate_limit_error", code="key_concurrency_exceeded", retryable=True,
+                             message=f"too many concurrent requests for this key on {provider}: {exc}",
+                             retry_after_ms=KEY_BUSY_RETRY_MS, provider=provider)
             raise AttemptFailedError(error) from None
-        if not stream:
-            try:
-                events = list(translator.parse_response(body, spec.model))
-            except (UpstreamProtocolError, ValueError) as exc:
-                message = f"{provider} sent an invalid response: {exc}"
-                raise AttemptFailedError(_error(502, "api_error", "upstream_protocol_error", message, True,
-                                                provider)) from None
-            for event in events:
+        if complete:
+            for event in _whole_answer(translator, body, spec.model):
                 sent = True
                 yield event
             return
@@ -153,29 +152,26 @@ async def _one_call(spec: AttemptSpec, request: pb.ChatRequest,
         body_chunks = iter_body(response, MAX_STREAM_BYTES, paced=True)
         events_iter = translator.stream_events(stream_sse(body_chunks), spec.model)
         pending: list[ppb.GenerateEvent] = []
+        tail: list[ppb.GenerateEvent] = []
+        choices = _Choices()
         first = True
         while True:
-            limit = timeouts.first_token_s if first else timeouts.between_chunks_s
+            seconds, which = clock.budget("first_token" if first else "between_chunks",
+                                          timeouts.first_token_s if first else timeouts.between_chunks_s)
             try:
-                async with asyncio.timeout(_remaining(total_deadline, limit)):
+                async with asyncio.timeout(seconds):
                     event = await anext(events_iter)
             except StopAsyncIteration:
                 break
             except TimeoutError:
-                what = "first output" if first else "next chunk"
-                raise AttemptFailedError(_error(504, "timeout_error", "upstream_timeout",
-                                                f"{provider} stalled waiting for the {what}", True, provider),
-                                         sent) from None
+                raise AttemptFailedError(timeout_error(which, provider, timeouts), sent) from None
             except UpstreamStreamError as exc:
                 exc.error.provider = exc.error.provider or provider
                 raise AttemptFailedError(exc.error, sent) from None
-            except UpstreamLimitError:
-                raise
-            except (UpstreamProtocolError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError,
-                    ValueError) as exc:
-                raise AttemptFailedError(_error(502, "api_error", "upstream_stream_broken",
-                                                f"{provider} stream broke: {exc or type(exc).__name__}", True,
-                                                provider), sent) from None
+            if not event.HasField("chunk"):
+                tail.append(event)  # usage closes a complete answer: only once it is known to be one
+                continue
+            choices.see(event)
             if first:
                 if not _has_output(event):
                     pending.append(event)
@@ -187,22 +183,15 @@ async def _one_call(spec: AttemptSpec, request: pb.ChatRequest,
                 pending.clear()
             sent = True
             yield event
-        for held in pending:
+        unfinished = choices.unfinished()
+        if unfinished is not None:
+            raise UpstreamTruncatedError(f"{provider} ended its stream before a finish reason for choice "
+                                         f"{unfinished}")
+        for held in (*pending, *tail):
             yield held
         complete = True
-    except UpstreamLimitError as exc:
-        # A cap hit: this answer is dropped (the connection is closed below);
-        # another provider may still serve the request if nothing was sent.
-        raise AttemptFailedError(_error(502, "api_error", exc.code, f"{provider}: {exc}", not sent, provider),
-                                 sent) from None
-    except aiohttp.ClientConnectorError as exc:
-        raise AttemptFailedError(_error(502, "api_error", "upstream_unreachable",
-                                        f"cannot connect to {provider}: {exc.os_error or exc}", True, provider),
-                                 sent) from None
-    except (aiohttp.ClientError, UnicodeDecodeError) as exc:
-        raise AttemptFailedError(_error(502, "api_error", "upstream_error",
-                                        f"{provider} request failed: {type(exc).__name__}", True, provider),
-                                 sent) from None
+    except (UpstreamProtocolError, aiohttp.ClientError, ValueError) as exc:
+        raise AttemptFailedError(failure_error(exc, provider, sent), sent) from None
     finally:
         if response is not None:
             if complete:
@@ -213,6 +202,40 @@ async def _one_call(spec: AttemptSpec, request: pb.ChatRequest,
                 response.close()
         if holding:
             spec.gate.release(key)  # type: ignore[union-attr]
+
+
+def _whole_answer(translator: Translator, body: bytes, model: str) -> list[ppb.GenerateEvent]:
+    try:
+        return list(translator.parse_response(body, model))
+    except UpstreamStreamError as exc:  # a 200 carrying the upstream's error envelope
+        exc.error.provider = exc.error.provider or translator.provider
+        log_upstream_text(translator.provider, 200, body)
+        raise AttemptFailedError(exc.error) from None
+
+
+class _Choices:
+    """Which choices a stream opened and which it finished: a terminator
+    before every opened choice has a finish reason is a truncated answer."""
+
+    __slots__ = ("finished", "opened")
+
+    def __init__(self) -> None:
+        self.opened: set[int] = set()
+        self.finished: set[int] = set()
+
+    def see(self, event: ppb.GenerateEvent) -> None:
+        if event.HasField("chunk"):
+            for delta in event.chunk.choices:
+                self.opened.add(delta.index)
+                if delta.finish_reason:
+                    self.finished.add(delta.index)
+
+    def unfinished(self) -> int | None:
+        """The first choice left without a finish reason (0 when none opened)."""
+        if not self.opened:
+            return 0
+        missing = self.opened - self.finished
+        return min(missing) if missing else None
 
 
 async def _fan_out(spec: AttemptSpec, request: pb.ChatRequest, n: int,
@@ -304,7 +327,8 @@ async def _validated(spec: AttemptSpec, request: pb.ChatRequest,
             yield ppb.GenerateEvent(usage=usage)
             return
         log.info("emulated json_schema output invalid (%s); retrying once", problem)
-    raise AttemptFailedError(_error(502, "api_error", "invalid_structured_output",
-                                    f"{spec.translator.provider} returned output that does not match the "
-                                    f"response_format schema after a retry: {problem}", False,
-                                    spec.translator.provider))
+    provider = spec.translator.provider
+    raise AttemptFailedError(pb.Error(
+        status=502, type="api_error", code="invalid_structured_output", retryable=False, provider=provider,
+        message=f"{provider} returned output that does not match the response_format schema after a retry: "
+                f"{problem}"))

@@ -69,13 +69,15 @@ class Translator(ABC):
     @abstractmethod
     def parse_response(self, body: bytes, model: str) -> Iterable[ppb.GenerateEvent]:
         """Events for a complete non-streaming answer: chunk(s) with whole
-        choices and their finish reasons, then usage."""
+        choices and their finish reasons, then usage. Raises
+        ``UpstreamStreamError`` for a 200 whose body is an error envelope."""
 
     @abstractmethod
     def stream_events(self, events: AsyncIterator[SSEEvent], model: str) -> AsyncIterator[ppb.GenerateEvent]:
         """Events for a streaming answer, as they arrive. Must raise
-        ``UpstreamProtocolError`` when the stream ends without its terminator,
-        and ``UpstreamStreamError`` for an in-band error event."""
+        ``UpstreamTruncatedError`` when the stream ends without its terminator,
+        ``UpstreamProtocolError`` for a malformed one and ``UpstreamStreamError``
+        for an in-band error event."""
 
     def check_extra(self, request: pb.ChatRequest) -> None:
         """Refuse provider-specific fields this upstream does not understand,
@@ -130,6 +132,11 @@ class UpstreamProtocolError(Exception):
     """The upstream broke its wire format (cut stream, bad JSON, no terminator)."""
 
 
+class UpstreamTruncatedError(UpstreamProtocolError):
+    """The upstream ended its answer early: the stream closed without its
+    terminator, or the terminator came before every choice had finished."""
+
+
 class UpstreamLimitError(UpstreamProtocolError):
     """The upstream's answer hit one of our caps (line, event, stream,
     decompressed size or ratio); ``code`` names the cap."""
@@ -140,7 +147,8 @@ class UpstreamLimitError(UpstreamProtocolError):
 
 
 class UpstreamStreamError(Exception):
-    """The upstream reported an error inside an open stream."""
+    """The upstream reported an error in band: inside an open stream, or as
+    the body of a 200 answer."""
 
     def __init__(self, error: pb.Error) -> None:
         super().__init__(error.message)

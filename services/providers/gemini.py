@@ -31,8 +31,10 @@ from providers.base import (
     UpstreamProtocolError,
     UpstreamRequest,
     UpstreamStreamError,
+    UpstreamTruncatedError,
     plain_extra,
 )
+from providers.errors import client_message, log_upstream_text
 from providers.gemini_request import (
     apply_extra,
     convert_messages,
@@ -55,7 +57,6 @@ _FIELD_PARAMS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k
 _TOP_PARAMS = {"contents": "messages", "system_instruction": "messages", "tools": "tools",
                "tool_config": "tool_choice"}
 _FIELD_IN_MESSAGE = re.compile(r"(?:at '|GenerateContentRequest\.)([A-Za-z_][\w.\[\]]*)")
-_GOOGLE_KEY = re.compile(r"AIza[0-9A-Za-z_\-]{20,}")
 # ------------------------------------------------------------------- errors --
 
 
@@ -142,7 +143,7 @@ class GeminiTranslator(Translator):
     def parse_response(self, body: bytes, model: str) -> Iterable[ppb.GenerateEvent]:
         data = load_json(body, "response")
         if "error" in data:
-            raise UpstreamProtocolError(f"Gemini answered 200 with an error: {self._error_message(data['error'])}")
+            raise UpstreamStreamError(self._error_from_payload(data["error"], 0, {}))
         chunk = pb.Chunk()
         candidates = data.get("candidates") or []
         for position, candidate in enumerate(candidates):
@@ -172,6 +173,7 @@ class GeminiTranslator(Translator):
                 continue
             data = load_json(event.data, "stream")
             if "error" in data:
+                log_upstream_text(self.provider, 200, event.data)
                 raise UpstreamStreamError(self._error_from_payload(data["error"], 0, {}))
             metadata = data.get("usageMetadata") or metadata
             chunk = pb.Chunk()
@@ -186,7 +188,7 @@ class GeminiTranslator(Translator):
             if chunk.choices:
                 yield ppb.GenerateEvent(chunk=chunk)
         if not blocked and (not states or not all(s.finished for s in states.values())):
-            raise UpstreamProtocolError("Gemini stream ended before a finishReason")
+            raise UpstreamTruncatedError(f"{self.provider} ended its stream before a finishReason")
         yield ppb.GenerateEvent(usage=usage_from(metadata))
 
     def map_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> pb.Error:
@@ -204,16 +206,14 @@ class GeminiTranslator(Translator):
         details = [d for d in error.get("details") or [] if isinstance(d, dict)]
         reasons = {str(d.get("reason", "")) for d in details}
         client_status, type_, code, retryable = classify(status, str(error.get("status", "")), reasons)
-        message = self._error_message(error) or f"Gemini API returned HTTP {status}"
+        message = self._error_message(error) or f"{self.provider} answered HTTP {status}"
         return pb.Error(status=client_status, type=type_, code=code, message=message,
                         param=param_from(details, message) if client_status == 400 else "",
                         retryable=retryable, retry_after_ms=retry_delay_ms(headers, details),
                         provider=self.provider, upstream_status=status)
 
     def _error_message(self, error: Any) -> str:
-        """The upstream's message with anything key-like removed."""
+        """The upstream's message fit for a client."""
         message = str(error.get("message", "")) if isinstance(error, dict) else ""
-        if self.api_key:
-            message = message.replace(self.api_key, "[redacted]")
-        return _GOOGLE_KEY.sub("[redacted]", message)
+        return client_message(message, (self.api_key,))
 

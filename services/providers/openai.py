@@ -22,7 +22,9 @@ from providers.base import (
     UpstreamProtocolError,
     UpstreamRequest,
     UpstreamStreamError,
+    UpstreamTruncatedError,
 )
+from providers.errors import client_message, log_upstream_text
 from providers.upstream import retry_after_ms
 from switchyard.errors import InvalidRequestError
 from switchyard.v1 import chat_pb2 as pb
@@ -30,7 +32,6 @@ from switchyard.v1 import provider_pb2 as ppb
 
 # Models that refuse max_tokens and take max_completion_tokens instead.
 _COMPLETION_TOKENS_ONLY = re.compile(r"^(o\d|gpt-5)")
-_KEY_LIKE = re.compile(r"\b(?:sk|rk|sess)-[A-Za-z0-9_\-*]{6,}")
 _FINISH_REASONS = {"function_call": "tool_calls"}
 _FILTER_CODES = ("content_filter", "content_policy_violation")
 _SAMPLING_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty", "seed", "top_logprobs",
@@ -146,17 +147,17 @@ class OpenAITranslator(Translator):
     def parse_response(self, body: bytes, model: str) -> Iterable[ppb.GenerateEvent]:
         data = _loads(body)
         if data.get("error") is not None:
-            raise UpstreamProtocolError(f"upstream answered 200 with an error: {_error_fields(data['error'])[0]}")
+            raise UpstreamStreamError(self._stream_error(data["error"]))
         choices = data.get("choices")
         if not isinstance(choices, list):
-            raise UpstreamProtocolError("upstream answer has no choices")
+            raise UpstreamProtocolError("the answer has no choices")
         try:
             chunk = pb.Chunk(system_fingerprint=data.get("system_fingerprint") or "")
             for choice in choices:
                 chunk.choices.append(self._whole_choice(choice))
             usage = _usage(data.get("usage"))
-        except (TypeError, AttributeError, ValueError) as exc:
-            raise UpstreamProtocolError(f"upstream answer is malformed: {exc}") from None
+        except (TypeError, AttributeError, ValueError):
+            raise UpstreamProtocolError("the answer has an unexpected shape") from None
         return [ppb.GenerateEvent(chunk=chunk), ppb.GenerateEvent(usage=usage)]
 
     def _whole_choice(self, choice: dict[str, Any]) -> pb.ChoiceDelta:
@@ -198,9 +199,9 @@ class OpenAITranslator(Translator):
             try:
                 payload = orjson.loads(data)
             except orjson.JSONDecodeError:
-                raise UpstreamProtocolError(f"upstream sent a chunk that is not JSON: {data[:80]!r}") from None
+                raise UpstreamProtocolError("a chunk is not JSON") from None
             if not isinstance(payload, dict):
-                raise UpstreamProtocolError("upstream sent a chunk that is not a JSON object")
+                raise UpstreamProtocolError("a chunk is not a JSON object")
             if payload.get("error") is not None:
                 raise UpstreamStreamError(self._stream_error(payload["error"]))
             try:
@@ -208,11 +209,11 @@ class OpenAITranslator(Translator):
                                     calls_seen)
                 if payload.get("usage"):
                     usage = _usage(payload["usage"])
-            except (TypeError, AttributeError, ValueError) as exc:
-                raise UpstreamProtocolError(f"upstream sent a malformed chunk: {exc}") from None
+            except (TypeError, AttributeError, ValueError):
+                raise UpstreamProtocolError("a chunk has an unexpected shape") from None
             if chunk is not None:
                 yield ppb.GenerateEvent(chunk=chunk)
-        raise UpstreamProtocolError("upstream stream ended without [DONE]")
+        raise UpstreamTruncatedError(f"{self.provider} ended its stream without [DONE]")
 
     def _chunk(self, choices: Iterable[dict[str, Any]], fingerprint: str | None, started: set[int],
                calls_seen: set[tuple[int, int]]) -> pb.Chunk | None:
@@ -280,8 +281,9 @@ class OpenAITranslator(Translator):
         return self._error(status, message, kind, code, param, retry_after_ms(headers))
 
     def _stream_error(self, error: Any) -> pb.Error:
-        """An in-band stream error; its ``code`` may be an HTTP status (vLLM)."""
+        """An in-band error; its ``code`` may be an HTTP status (vLLM)."""
         message, kind, code, param = _error_fields(error)
+        log_upstream_text(self.provider, 200, message)
         raw_code = error.get("code") if isinstance(error, dict) else None
         if isinstance(raw_code, int) and 400 <= raw_code < 600:
             status = raw_code
@@ -294,7 +296,7 @@ class OpenAITranslator(Translator):
         return self._error(status, message, kind, code, param, 0)
 
     def _error(self, upstream: int, message: str, kind: str, code: str, param: str, retry_ms: int) -> pb.Error:
-        message = self._scrub(message) or f"upstream answered HTTP {upstream}"
+        message = client_message(message, (self.api_key,)) or f"{self.provider} answered HTTP {upstream}"
         filtered = code in _FILTER_CODES or "content management policy" in message
         error = pb.Error(message=message, param=param, retry_after_ms=retry_ms, provider=self.provider,
                          upstream_status=upstream)
@@ -324,13 +326,6 @@ class OpenAITranslator(Translator):
         else:
             _set(error, 502, "api_error", code or "upstream_error", False)
         return error
-
-    def _scrub(self, message: str) -> str:
-        """Upstream messages may echo the key (masked or not): never pass it on."""
-        if self.api_key and self.api_key in message:
-            message = message.replace(self.api_key, "[redacted]")
-        return _KEY_LIKE.sub("[redacted]", message)
-
 
 # ---------------------------------------------------------------- helpers --
 
@@ -400,9 +395,9 @@ def _loads(body: bytes) -> dict[str, Any]:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise UpstreamProtocolError("upstream answer is not JSON") from None
+        raise UpstreamProtocolError("the answer is not JSON") from None
     if not isinstance(data, dict):
-        raise UpstreamProtocolError("upstream answer is not a JSON object")
+        raise UpstreamProtocolError("the answer is not a JSON object")
     return data
 
 

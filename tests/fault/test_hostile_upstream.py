@@ -29,14 +29,17 @@ MAX_SLACK_S = 0.5
 
 # Hostile scenario (simulator directive) -> (error code, status) the client must get.
 CASES = {
-    "newlines": ("upstream_stream_broken", 502),                # 1 MiB of bare newlines, no terminator
+    "newlines": ("upstream_stream_truncated", 502),             # 1 MiB of bare newlines, no terminator
     "newlines hostile_kib=1048576": ("upstream_timeout", 504),  # 1 GiB of them: a flood, paced until a timeout
     "gzip_newlines": ("upstream_decompression_bomb", 502),      # 1 GiB of them from ~1 MiB of gzip
     "endless_data": ("upstream_event_too_large", 502),          # data: lines without a blank line
     "endless_line": ("upstream_line_too_long", 502),
-    "bad_utf8": ("upstream_stream_broken", 502),
-    "error_body_200": ("upstream_stream_broken", 502),
+    "bad_utf8": ("upstream_protocol_error", 502),
+    "error_body_200": ("internal_error", 502),                  # the upstream's own code, its text sanitised
+    "html_error": ("upstream_error", 502),                      # a 502 HTML page naming internal hosts
 }
+# What must never reach a client from an upstream's error (see simulator/hostile.py).
+LEAKS = ("corp.internal", "10.12.3.4", "Traceback", "/srv/app", "<", "aiohttp", "Error:", "TransferEncoding")
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +92,7 @@ async def test_hostile_upstream_costs_only_its_own_request(worker: Worker, scena
     assert error is not None, "a hostile answer must end in an error, never a clean finish"
     assert (error.code, error.status) == CASES[scenario], error
     assert not outcome.text
+    assert all(leak not in error.message for leak in LEAKS), error.message
     assert statistics.median(during) <= 2 * base_median + MEDIAN_SLACK_S
     assert max(during) <= 2 * base_max + MAX_SLACK_S
     assert growth <= MEMORY_BOUND_KIB

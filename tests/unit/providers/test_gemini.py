@@ -432,3 +432,16 @@ def test_error_message_never_carries_a_key(translator: GeminiTranslator, key: st
     body = orjson.dumps({"error": {"code": 400, "message": f"bad key {key} or {leaked}", "status": "INVALID_ARGUMENT"}})
     message = translator.map_error(400, body, {}).message
     assert key not in message and leaked not in message and "[redacted]" in message
+
+
+def test_200_with_an_error_body_is_the_upstreams_error(translator: GeminiTranslator) -> None:
+    body = orjson.dumps({"error": {"code": 429, "message": "Resource exhausted.", "status": "RESOURCE_EXHAUSTED"}})
+    with pytest.raises(UpstreamStreamError) as info:
+        list(translator.parse_response(body, "gemini-2.5-flash"))
+    assert (info.value.error.status, info.value.error.retryable, info.value.error.message) == (
+        429, True, "Resource exhausted.")
+
+
+def test_html_error_page_is_not_passed_on(translator: GeminiTranslator) -> None:
+    error = translator.map_error(502, b"<html><body>Bad gateway: ai-proxy.corp.internal</body></html>", {})
+    assert error.message == "google answered HTTP 502"

@@ -375,7 +375,7 @@ async def test_stream_without_usage_still_ends_with_one_usage_event() -> None:
                                    b'{"choices": ["oops"]}', b'{"choices": [], "usage": {"prompt_tokens": "many"}}'])
 async def test_malformed_chunk_shapes_are_protocol_errors(chunk: bytes) -> None:
     data = b"data: " + chunk + b"\n\ndata: [DONE]\n\n"
-    with pytest.raises(UpstreamProtocolError, match="malformed"):
+    with pytest.raises(UpstreamProtocolError, match="unexpected shape"):
         _ = [e async for e in openai().stream_events(stream_sse(_pieces(data, 4096)), "gpt-4o")]
 
 
@@ -421,11 +421,24 @@ def test_parse_compat_reasoning_completion() -> None:
     assert next(iter(openai().parse_response(body, "m"))).chunk.choices[0].reasoning == ""
 
 
-@pytest.mark.parametrize("body", [b"<html>oops</html>", b"[]", b'{"error": {"message": "boom"}}', b'{"id": "x"}',
+@pytest.mark.parametrize("body", [b"<html>oops</html>", b"[]", b'{"id": "x"}',
                                   b'{"choices": [{"index": 0, "message": {"content": 7}}]}'])
 def test_parse_rejects_broken_answers(body: bytes) -> None:
     with pytest.raises(UpstreamProtocolError):
         list(openai().parse_response(body, "gpt-4o"))
+
+
+def test_200_with_an_error_body_keeps_the_upstreams_cause() -> None:
+    body = envelope("Internal error at gpu-7.corp.internal:8000", "server_error", "internal_error")
+    with pytest.raises(UpstreamStreamError) as info:
+        list(openai().parse_response(body, "gpt-4o"))
+    error = info.value.error
+    assert (error.status, error.type, error.code, error.retryable) == (502, "api_error", "internal_error", True)
+    assert error.message == "Internal error at [host]"
+    vllm = orjson.dumps({"error": {"message": "max_tokens is too large", "type": "BadRequestError", "code": 400}})
+    with pytest.raises(UpstreamStreamError) as info:
+        list(compat().parse_response(vllm, "m"))
+    assert (info.value.error.status, info.value.error.retryable) == (400, False)
 
 
 # -------------------------------------------------------------------- errors --
@@ -499,3 +512,16 @@ def test_retry_after_as_http_date() -> None:
     date = formatdate(usegmt=True, timeval=time.time() + 30)
     error = openai().map_error(429, envelope("slow down", "requests", "rate_limit_exceeded"), {"retry-after": date})
     assert 20_000 <= error.retry_after_ms <= 31_000
+
+
+@pytest.mark.parametrize("body", [
+    b"<!DOCTYPE html><html><body><h1>502 Bad Gateway</h1><pre>at lb-3.corp.internal</pre></body></html>",
+    envelope('Traceback (most recent call last):\n  File "/srv/app/main.py", line 3', "server_error"),
+    envelope("upstream connect error: http://10.2.3.4:8000/v1 refused", "server_error"),
+])
+def test_leaky_error_bodies_are_not_passed_on(body: bytes) -> None:
+    error = openai().map_error(502, body, {})
+    assert (error.status, error.upstream_status) == (502, 502)
+    for leak in ("<", "corp.internal", "Traceback", "/srv/app", "10.2.3.4", "http://"):
+        assert leak not in error.message
+    assert error.message.startswith(("oa answered HTTP 502", "upstream connect error"))
