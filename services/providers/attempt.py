@@ -19,9 +19,10 @@ import jsonschema
 import orjson
 
 from providers.base import Translator, UpstreamProtocolError, UpstreamStreamError, UpstreamTruncatedError
-from providers.errors import failure_error, log_upstream_text, timeout_error
+from providers.errors import failure_error, timeout_error
 from providers.fairness import KeyBusyError, KeyGate
 from providers.pricing import cost_usd
+from providers.sanitize import log_upstream_text
 from providers.sse_decode import stream_sse
 from providers.upstream import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, MAX_STREAM_BYTES, iter_body, read_capped
 from switchyard.config import Pricing, Timeouts

@@ -1,10 +1,13 @@
-"""The errors a client sees when an upstream fails, in the client's terms.
+"""One table of upstream error classes, shared by every translator, and the
+errors a client sees when an upstream fails, in the client's terms.
 
-Upstream messages are useful ("maximum context length is 128000 tokens") but
-may carry what must not leave the gateway: internal host names and addresses,
-file paths, stack traces, HTML pages, echoed keys. ``client_message`` keeps
-the useful part, short and on one line; the full text goes to the debug log
-only (``log_upstream_text``). Timeouts name the limit that fired; transport
+A translator reads its vendor's error body (message, the vendor's error type
+or status string, code, param) and picks a class only where its vendor
+differs from the HTTP status (Anthropic's ``overloaded_error``, Gemini's
+``RESOURCE_EXHAUSTED``, OpenAI's ``insufficient_quota``...); ``upstream_error``
+does the rest the same way for all: the class from the status, the client's
+status, OpenAI type, code and retryability, the sanitised message, the
+parameter, ``retry_after_ms``. Timeouts name the limit that fired; transport
 and protocol failures say what happened, not which library noticed it.
 """
 
@@ -12,60 +15,94 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 
 import aiohttp
 
 from providers.base import UpstreamLimitError, UpstreamTruncatedError
+from providers.sanitize import client_message
 from switchyard.config import Timeouts
 from switchyard.logs import redact
 from switchyard.v1 import chat_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_CHARS = 300
-_TRACE = re.compile(r"(Traceback \(most recent call last\)|\n\s+at [\w$.]+\(|\n\s+File \"|goroutine \d+ \[)")
-_HTML = re.compile(r"^\s*<(!doctype|html|head|body|\?xml)|<html[\s>]", re.IGNORECASE)
-_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"<>)]+", re.IGNORECASE)
-_IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
-_HOST_PORT = re.compile(r"\b(?=[a-z0-9.-]*[a-z])[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?:\d{2,5}\b", re.IGNORECASE)
-_INTERNAL_HOST = re.compile(
-    r"\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:internal|local|localdomain|lan|corp|intra|intranet|svc|cluster\.local|"
-    r"home\.arpa)\b(?::\d+)?", re.IGNORECASE)
-_PATH = re.compile(r"(?<![\w.])(?:/[\w.@-]+){2,}/?")
-_KEY_LIKE = re.compile(r"\b(?:sk|rk|sess)-[A-Za-z0-9_\-*]{6,}")
-_SPACE = re.compile(r"\s+")
+
+@dataclass(frozen=True, slots=True)
+class ErrorClass:
+    """What the client sees for one kind of upstream failure."""
+
+    status: int        # HTTP status the client gets
+    type: str          # OpenAI error type
+    code: str          # code when the upstream gave none (or its own is not shown)
+    retryable: bool    # another attempt (another provider) may succeed
+    keeps_code: bool   # the upstream's own code is shown when it gave one
+    client_fault: bool  # the request itself is at fault: ``param`` is shown
 
 
-def client_message(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """``text`` fit for a client: no HTML, stack trace, URL, internal host,
-    address, path or key; one line of at most MAX_MESSAGE_CHARS. Empty when
-    nothing useful is left (the caller then says what happened itself)."""
-    if not text or _HTML.search(text):
-        return ""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    trace = _TRACE.search(text)
-    if trace:
-        text = text[: trace.start()]
-    text = redact(_KEY_LIKE.sub("[redacted]", text))
-    text = _URL.sub("[url]", text)
-    text = _INTERNAL_HOST.sub("[host]", text)
-    text = _IPV4.sub("[address]", text)
-    text = _HOST_PORT.sub("[host]", text)
-    text = _PATH.sub("[path]", text)
-    text = _SPACE.sub(" ", text).strip(" :;,-")
-    if len(text) > MAX_MESSAGE_CHARS:
-        text = text[: MAX_MESSAGE_CHARS - 1].rstrip() + "…"
-    return text
+# The gateway's own credentials or account are at fault, not the client's:
+# a 502 that another provider may serve.
+AUTH = ErrorClass(502, "api_error", "upstream_auth_error", True, False, False)
+BILLING = ErrorClass(502, "api_error", "upstream_billing_error", True, False, False)
+INVALID = ErrorClass(400, "invalid_request_error", "invalid_request", False, True, True)
+CONTENT_FILTER = ErrorClass(400, "invalid_request_error", "content_filter", False, False, True)
+NOT_FOUND = ErrorClass(404, "invalid_request_error", "model_not_found", False, True, True)
+TOO_LARGE = ErrorClass(413, "invalid_request_error", "request_too_large", False, True, True)
+RATE_LIMITED = ErrorClass(429, "rate_limit_error", "rate_limit_exceeded", True, True, False)
+OVERLOADED = ErrorClass(503, "api_error", "upstream_overloaded", True, False, False)
+UNAVAILABLE = ErrorClass(503, "api_error", "service_unavailable", True, True, False)
+TIMEOUT = ErrorClass(504, "timeout_error", "upstream_timeout", True, False, False)
+SERVER = ErrorClass(502, "api_error", "upstream_error", True, True, False)
+
+BY_STATUS: Mapping[int, ErrorClass] = {
+    400: INVALID, 401: AUTH, 402: BILLING, 403: AUTH, 404: NOT_FOUND, 408: TIMEOUT, 409: SERVER, 413: TOO_LARGE,
+    422: INVALID, 429: RATE_LIMITED, 499: SERVER, 503: UNAVAILABLE, 504: TIMEOUT, 529: OVERLOADED,
+}
+_SHOWN_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 
 
-def log_upstream_text(provider: str, status: int, body: bytes | str) -> None:
-    """The upstream's full error text, for operators only (debug level, keys redacted)."""
-    if log.isEnabledFor(logging.DEBUG):
-        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-        log.debug("upstream %s answered %s: %s", provider, status, redact(_KEY_LIKE.sub("[redacted]", text[:4000])))
+def class_for_status(status: int) -> ErrorClass:
+    """The class of an HTTP status no vendor rule overrides. Other 4xx
+    (405, 410, 415...) are the gateway's problem with this upstream (a wrong
+    URL or model), so another provider may serve the request."""
+    return BY_STATUS.get(status, SERVER)
+
+
+def upstream_error(provider: str, status: int, message: str, *, kind: ErrorClass | None = None, code: str = "",
+                   param: str = "", retry_after_ms: int = 0, secrets: Iterable[str | None] = ()) -> pb.Error:
+    """The client's error for an upstream's error (``status`` 0: unknown,
+    e.g. an in-band stream error that names no status)."""
+    kind = kind or class_for_status(status or 500)
+    text = client_message(message, secrets) or f"{provider} answered HTTP {status}"
+    if kind is AUTH:
+        text = f"provider {provider} rejected the gateway's credentials: {text}"
+    shown = code if kind.keeps_code and _SHOWN_CODE.match(code) else kind.code
+    if kind is NOT_FOUND and shown == "model_not_found":
+        param = param or "model"
+    return pb.Error(status=kind.status, type=kind.type, code=shown, message=text,
+                    param=param if kind.client_fault else "", retryable=kind.retryable,
+                    retry_after_ms=retry_after_ms, provider=provider, upstream_status=status)
+
+
+def retry_after_ms(headers: Mapping[str, str]) -> int:
+    """How long the upstream asked us to wait: ``retry-after-ms``, else
+    ``retry-after`` in seconds or as an HTTP date; 0 when absent or unreadable."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    try:
+        if lowered.get("retry-after-ms"):
+            return max(int(float(lowered["retry-after-ms"])), 0)
+        value = lowered.get("retry-after")
+        if value:
+            try:
+                return max(int(float(value) * 1000), 0)
+            except ValueError:
+                return max(int((parsedate_to_datetime(value).timestamp() - time.time()) * 1000), 0)
+    except (TypeError, ValueError):
+        pass
+    return 0
 
 
 def timeout_error(which: str, provider: str, timeouts: Timeouts) -> pb.Error:

@@ -24,8 +24,8 @@ from providers.base import (
     UpstreamStreamError,
     UpstreamTruncatedError,
 )
-from providers.errors import client_message, log_upstream_text
-from providers.upstream import retry_after_ms
+from providers.errors import BILLING, CONTENT_FILTER, INVALID, class_for_status, retry_after_ms, upstream_error
+from providers.sanitize import log_upstream_text
 from switchyard.errors import InvalidRequestError
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import provider_pb2 as ppb
@@ -295,37 +295,18 @@ class OpenAITranslator(Translator):
             status = 500
         return self._error(status, message, kind, code, param, 0)
 
-    def _error(self, upstream: int, message: str, kind: str, code: str, param: str, retry_ms: int) -> pb.Error:
-        message = client_message(message, (self.api_key,)) or f"{self.provider} answered HTTP {upstream}"
-        filtered = code in _FILTER_CODES or "content management policy" in message
-        error = pb.Error(message=message, param=param, retry_after_ms=retry_ms, provider=self.provider,
-                         upstream_status=upstream)
-        if upstream in (401, 403):
-            _set(error, 502, "api_error", "upstream_auth_error", True)
-            error.message = f"provider {self.provider} rejected the gateway's credentials: {message}"
-            error.param = ""
-        elif upstream == 404:
-            _set(error, 404, "invalid_request_error", code or "model_not_found", False)
-            if error.code == "model_not_found":
-                error.param = param or "model"
-        elif upstream == 413:
-            _set(error, 413, "invalid_request_error", code or "request_too_large", False)
-        elif upstream == 429 and code == "insufficient_quota":
-            # The gateway's account is out of credit: not the client's doing.
-            _set(error, 502, "api_error", "upstream_quota_exceeded", True)
-        elif upstream == 429:
-            _set(error, 429, "rate_limit_error", code or "rate_limit_exceeded", True)
-        elif upstream in (408, 504):
-            _set(error, 504, "timeout_error", "upstream_timeout", True)
-        elif upstream in (503, 529):
-            _set(error, 503, "api_error", code or "service_unavailable", True)
-        elif upstream >= 500 or upstream == 409:
-            _set(error, 502, "api_error", code or "upstream_error", True)
-        elif upstream in (400, 422) or filtered:
-            _set(error, 400, "invalid_request_error", "content_filter" if filtered else code, False)
-        else:
-            _set(error, 502, "api_error", code or "upstream_error", False)
-        return error
+    def _error(self, status: int, message: str, kind: str, code: str, param: str, retry_ms: int) -> pb.Error:
+        """OpenAI's differences from the shared table: ``insufficient_quota``
+        (a 429) is the gateway's account out of credit; content-filter refusals."""
+        rule = None
+        if code == "insufficient_quota" or kind == "insufficient_quota":
+            rule = BILLING
+        elif (code in _FILTER_CODES or "content management policy" in message) and \
+                class_for_status(status) is INVALID:
+            rule = CONTENT_FILTER
+        return upstream_error(self.provider, status, message, kind=rule, code=code, param=param,
+                              retry_after_ms=retry_ms, secrets=(self.api_key,))
+
 
 # ---------------------------------------------------------------- helpers --
 
@@ -437,7 +418,3 @@ def _error_fields(error: Any) -> tuple[str, str, str, str]:
     code, param = error.get("code"), error.get("param")
     return (message, str(error.get("type") or ""), code if isinstance(code, str) else "",
             param if isinstance(param, str) else "")
-
-
-def _set(error: pb.Error, status: int, kind: str, code: str, retryable: bool) -> None:
-    error.status, error.type, error.code, error.retryable = status, kind, code, retryable

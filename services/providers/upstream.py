@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
-from email.utils import parsedate_to_datetime
+from collections.abc import AsyncIterator
 
 import aiohttp
 
@@ -93,21 +92,3 @@ async def read_capped(response: aiohttp.ClientResponse, cap: int, *, truncate: b
         await body.aclose()
     joined = b"".join(chunks)
     return joined[:cap] if truncate else joined
-
-
-def retry_after_ms(headers: Mapping[str, str]) -> int:
-    """How long the upstream asked us to wait: ``retry-after-ms``, else
-    ``retry-after`` in seconds or as an HTTP date; 0 when absent or unreadable."""
-    lowered = {k.lower(): v for k, v in headers.items()}
-    try:
-        if lowered.get("retry-after-ms"):
-            return max(int(float(lowered["retry-after-ms"])), 0)
-        value = lowered.get("retry-after")
-        if value:
-            try:
-                return max(int(float(value) * 1000), 0)
-            except ValueError:
-                return max(int((parsedate_to_datetime(value).timestamp() - time.time()) * 1000), 0)
-    except (TypeError, ValueError):
-        pass
-    return 0

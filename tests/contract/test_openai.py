@@ -290,7 +290,7 @@ SCENARIO_CHECKS: dict[str, Callable[[Case], Awaitable[None]]] = {
     "tool_parallel": tool_parallel, "tool_forced": tool_forced, "tool_round_trip": tool_round_trip,
     "tool_stream": tool_stream, "json_object": json_object, "json_schema": json_schema, "image": image,
     "reasoning": reasoning, "stop": stop, "max_tokens_length": max_tokens_length,
-    "error_400": error_case(400, (400, "invalid_request_error", "", False, 0)),
+    "error_400": error_case(400, (400, "invalid_request_error", "invalid_request", False, 0)),
     "error_401": error_case(401, (502, "api_error", "upstream_auth_error", True, 0)),
     "error_404": error_case(404, (404, "invalid_request_error", "model_not_found", False, 0)),
     "error_429": error_case(429, (429, "rate_limit_error", "rate_limit_exceeded", True, 2000), " retry_after=2"),

@@ -327,6 +327,6 @@ async def test_request_deadline_is_not_an_upstream_timeout(upstream, session) ->
 
 async def test_upstream_error_text_is_logged_at_debug_only(upstream, session, caplog) -> None:
     _, url = upstream
-    with caplog.at_level(logging.DEBUG, logger="providers.errors"), pytest.raises(AttemptFailedError):
+    with caplog.at_level(logging.DEBUG, logger="providers.sanitize"), pytest.raises(AttemptFailedError):
         await collect(make_spec(url, session), request("error:503"))
     assert any("upstream says no" in r.getMessage() and r.levelno == logging.DEBUG for r in caplog.records)

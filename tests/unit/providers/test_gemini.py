@@ -396,14 +396,14 @@ def test_retry_after_header_wins_over_retry_info(translator: GeminiTranslator) -
 
 def test_invalid_upstream_key_is_the_gateways_fault(translator: GeminiTranslator) -> None:
     error = translator.map_error(400, (FIXTURES / "error_400_api_key_invalid.json").read_bytes(), {})
-    assert (error.status, error.type, error.code, error.retryable) == (502, "api_error", "upstream_auth_error", False)
+    assert (error.status, error.type, error.code, error.retryable) == (502, "api_error", "upstream_auth_error", True)
 
 
 @pytest.mark.parametrize("status", [401, 403])
 def test_auth_failures_map_to_502(translator: GeminiTranslator, status: int) -> None:
     body = orjson.dumps({"error": {"code": status, "message": "denied", "status": "PERMISSION_DENIED"}})
     error = translator.map_error(status, body, {})
-    assert (error.status, error.code, error.retryable) == (502, "upstream_auth_error", False)
+    assert (error.status, error.code, error.retryable) == (502, "upstream_auth_error", True)
 
 
 @pytest.mark.parametrize(("fixture", "param"), [

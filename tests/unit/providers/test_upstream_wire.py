@@ -154,17 +154,3 @@ async def test_bodies_capped_by_decoded_size(body_server: str, http: aiohttp.Cli
         assert info.value.code == "upstream_body_too_large"
     async with http.get(f"{body_server}/plain", params={"size": "500000"}) as response:
         assert await read_capped(response, 4096, truncate=True) == b"x" * 4096
-
-
-def test_retry_after_forms() -> None:
-    from datetime import UTC, datetime, timedelta
-    from email.utils import format_datetime
-
-    from providers.upstream import retry_after_ms
-
-    assert retry_after_ms({"Retry-After": "2"}) == 2000
-    assert retry_after_ms({"retry-after-ms": "750", "retry-after": "9"}) == 750
-    in_5s = format_datetime(datetime.now(UTC) + timedelta(seconds=5), usegmt=True)
-    assert 3000 <= retry_after_ms({"retry-after": in_5s}) <= 5000
-    assert retry_after_ms({"retry-after": "soon"}) == 0
-    assert retry_after_ms({}) == 0
