@@ -43,7 +43,14 @@ from providers.gemini_request import (
     endpoint_url,
     generation_config,
 )
-from providers.gemini_stream import CandidateState, blocked_delta, candidate_delta, load_json, usage_from
+from providers.gemini_stream import (
+    CandidateState,
+    blocked_delta,
+    candidate_delta,
+    load_json,
+    stream_deltas,
+    usage_from,
+)
 from providers.sanitize import log_upstream_text
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import provider_pb2 as ppb
@@ -168,7 +175,7 @@ class GeminiTranslator(Translator):
                 index = candidate.get("index", position)
                 delta = candidate_delta(candidate, index, states.setdefault(index, CandidateState()))
                 if delta is not None:
-                    chunk.choices.append(delta)
+                    chunk.choices.extend(stream_deltas(delta))
             if not data.get("candidates") and (data.get("promptFeedback") or {}).get("blockReason") and not blocked:
                 blocked = True
                 chunk.choices.append(blocked_delta())
