@@ -6,7 +6,8 @@ merged so roles alternate, tool calls and results become ``tool_use`` and
 ``reasoning_effort`` becomes a thinking budget (older models) or adaptive
 thinking with an effort level (models that only accept that), and
 ``json_schema`` uses native structured outputs (``output_config.format``).
-``json_object`` has no native switch, so it is asked for in the system prompt.
+``json_object`` has no native switch, so it is asked for in the system prompt
+and the answer is checked to be a JSON object (one retry, else an error).
 
 Response side: content blocks (text, tool_use, thinking, redacted_thinking)
 become one canonical choice; tool calls are numbered among tool_use blocks
@@ -56,8 +57,12 @@ class AnthropicTranslator(Translator):
     )
 
     def needs_output_validation(self, request: pb.ChatRequest) -> bool:
-        """Structured outputs is native, but bounds it cannot enforce are only
-        described to the model, so such schemas are validated afterwards."""
+        """``json_object`` is only asked for in the system prompt, so the
+        answer is checked (and retried once). Structured outputs is native,
+        but bounds it cannot enforce are only described to the model, so such
+        schemas are validated afterwards."""
+        if request.response_format.type == "json_object":
+            return True
         if request.response_format.type != "json_schema" or not request.response_format.schema_json:
             return False
         try:

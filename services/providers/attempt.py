@@ -15,8 +15,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
-import jsonschema
-import orjson
 
 from providers.base import Translator, UpstreamProtocolError, UpstreamStreamError, UpstreamTruncatedError
 from providers.errors import failure_error, timeout_error
@@ -24,6 +22,7 @@ from providers.fairness import KeyBusyError, KeyGate
 from providers.pricing import cost_usd
 from providers.sanitize import log_upstream_text
 from providers.sse_decode import stream_sse
+from providers.structured import OutputCheck
 from providers.upstream import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, MAX_STREAM_BYTES, iter_body, read_capped
 from switchyard.config import Pricing, Timeouts
 from switchyard.v1 import chat_pb2 as pb
@@ -296,40 +295,26 @@ def _add_usage(total: pb.Usage, part: pb.Usage) -> None:
 
 async def _validated(spec: AttemptSpec, request: pb.ChatRequest,
                      deadline: float | None) -> AsyncIterator[ppb.GenerateEvent]:
-    """Emulated json_schema: buffer the answer, validate it against the
-    schema, retry once, and never return invalid output as if valid."""
-    schema = orjson.loads(request.response_format.schema_json or "{}")
-    validator = jsonschema.Draft202012Validator(schema)
+    """JSON output the upstream cannot guarantee: buffer the answer, check
+    it, retry once, and never return invalid output as if valid."""
+    check = OutputCheck(request.response_format)
     usage = pb.Usage()
     problem = ""
     for _ in range(2):
         events = [e async for e in _one_call(spec, request, deadline)]
-        texts: dict[int, list[str]] = {}
         for event in events:
             if event.HasField("usage"):
                 _add_usage(usage, event.usage)
-            else:
-                for delta in event.chunk.choices:
-                    texts.setdefault(delta.index, []).append(delta.content)
-        problem = ""
-        for index, parts in sorted(texts.items()):
-            try:
-                validator.validate(orjson.loads("".join(parts)))
-            except orjson.JSONDecodeError:
-                problem = f"choice {index} is not valid JSON"
-            except jsonschema.ValidationError as exc:
-                problem = f"choice {index} does not match the schema: {exc.message}"
-            if problem:
-                break
+        problem = check.problem(e for e in events if e.HasField("chunk"))
         if not problem:
             for event in events:
                 if not event.HasField("usage"):
                     yield event
             yield ppb.GenerateEvent(usage=usage)
             return
-        log.info("emulated json_schema output invalid (%s); retrying once", problem)
+        log.info("%s output invalid (%s); retrying once", check.kind, problem)
     provider = spec.translator.provider
     raise AttemptFailedError(pb.Error(
         status=502, type="api_error", code="invalid_structured_output", retryable=False, provider=provider,
-        message=f"{provider} returned output that does not match the response_format schema after a retry: "
+        message=f"{provider} returned output that is not the response_format's {check.kind} after a retry: "
                 f"{problem}"))

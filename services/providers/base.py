@@ -92,8 +92,8 @@ class Translator(ABC):
 
     def needs_output_validation(self, request: pb.ChatRequest) -> bool:
         """Whether the runtime must check the answer against the request's
-        json_schema because the upstream cannot guarantee it (emulated, or
-        native but with keywords the upstream does not enforce)."""
+        ``response_format`` because the upstream cannot guarantee it
+        (emulated, or native but with keywords the upstream does not enforce)."""
         return request.response_format.type == "json_schema" and not self.capabilities.json_schema
 
     @abstractmethod

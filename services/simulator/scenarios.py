@@ -23,6 +23,8 @@ Keys (header form is ``x-sim-<key with - for _>``):
 - ``tokens``: the answer has exactly this many words (else derived from the prompt).
 - ``finish``: force a finish reason (``length``, ``content_filter``...).
 - ``reasoning``: emit this many reasoning words before the answer.
+- ``disobey``: 1 = answer in plain text even when a system prompt asks for
+  a JSON object (a model ignoring its instructions).
 - ``hostile``/``hostile_kib``: answer with a hostile body instead (see
   ``hostile.py``: bare newlines, a gzip bomb, endless lines, bad UTF-8...).
 - ``model``: apply this directive only when the request is for this model
@@ -44,7 +46,7 @@ from aiohttp import web
 
 _DIRECTIVE = re.compile(r"\[\[sim((?:\s+[a-z_]+=[^\s\]]+)*)\s*\]\]")
 _INT_KEYS = {"status", "retry_after", "delay_ms", "chunk_delay_ms", "stall_after", "cut_after",
-             "malformed_after", "error_after", "tokens", "reasoning", "hostile_kib"}
+             "malformed_after", "error_after", "tokens", "reasoning", "hostile_kib", "disobey"}
 
 
 @dataclass(slots=True)
@@ -63,6 +65,7 @@ class Script:
     reasoning: int = 0
     hostile: str = ""
     hostile_kib: int | None = None
+    disobey: int = 0
 
 
 def parse_script(headers: Any, prompt_text: str, model: str | None = None) -> Script:
