@@ -67,12 +67,7 @@ async def stream_attempt(spec: AttemptSpec, request: pb.ChatRequest,
     ``time.monotonic()`` instant (from the gRPC deadline) or None."""
     caps = spec.translator.capabilities
     n = request.sampling.n or 1
-    if n > 1 and not caps.n:
-        source = _fan_out(spec, request, n, deadline)
-    elif spec.translator.needs_output_validation(request):
-        source = _validated(spec, request, deadline)
-    else:
-        source = _one_call(spec, request, deadline)
+    source = _fan_out(spec, request, n, deadline) if n > 1 and not caps.n else _single(spec, request, deadline)
     priced = False
     async for event in source:
         if event.HasField("usage"):
@@ -83,6 +78,31 @@ async def stream_attempt(spec: AttemptSpec, request: pb.ChatRequest,
         # Usage closes every complete answer, even from an upstream that
         # reports none, so a cut relay can be told from a finished one.
         yield ppb.GenerateEvent(usage=pb.Usage())
+
+
+async def _single(spec: AttemptSpec, request: pb.ChatRequest,
+                  deadline: float | None) -> AsyncIterator[ppb.GenerateEvent]:
+    """One upstream answer: checked when the upstream cannot guarantee its
+    response_format, and retried once as ``json_object`` (checked against the
+    schema) when the upstream refused ``json_schema``."""
+    translator = spec.translator
+    validate = translator.needs_output_validation(request)
+    try:
+        async for event in _validated(spec, request, deadline) if validate else _one_call(spec, request, deadline):
+            yield event
+        return
+    except AttemptFailedError as exc:
+        if exc.output_sent or validate or not translator.note_json_schema_refusal(request, exc.error):
+            raise
+        refusal = exc
+    try:
+        async for event in _validated(spec, request, deadline):
+            yield event
+    except AttemptFailedError as exc:
+        if exc.output_sent or exc.error.code == "invalid_structured_output":
+            raise  # the server took json_object: the refusal stands
+        translator.forget_json_schema_refusal()
+        raise refusal from None
 
 
 class _Clock:
@@ -248,9 +268,7 @@ async def _fan_out(spec: AttemptSpec, request: pb.ChatRequest, n: int,
 
     async def pump(index: int) -> None:
         try:
-            validate = spec.translator.needs_output_validation(single)
-            source = _validated(spec, single, deadline) if validate else _one_call(spec, single, deadline)
-            async for event in source:
+            async for event in _single(spec, single, deadline):
                 await queue.put((index, event))
             await queue.put((index, None))
         except BaseException as exc:

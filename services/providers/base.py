@@ -96,6 +96,17 @@ class Translator(ABC):
         (emulated, or native but with keywords the upstream does not enforce)."""
         return request.response_format.type == "json_schema" and not self.capabilities.json_schema
 
+    def note_json_schema_refusal(self, request: pb.ChatRequest, error: pb.Error) -> bool:
+        """Whether ``error`` (before any output) may be this upstream refusing
+        ``json_schema``; if so the translator remembers it and sends such
+        requests as ``json_object`` from now on, and the runtime retries this
+        one that way, checking the answer against the schema. Default: never."""
+        return False
+
+    def forget_json_schema_refusal(self) -> None:  # noqa: B027 - optional hook, nothing to forget by default
+        """The retry as ``json_object`` failed too: the refusal was not about
+        ``json_schema`` after all."""
+
     @abstractmethod
     def map_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> pb.Error:
         """The canonical error for a non-2xx upstream answer, with ``retryable``

@@ -525,3 +525,25 @@ def test_leaky_error_bodies_are_not_passed_on(body: bytes) -> None:
     for leak in ("<", "corp.internal", "Traceback", "/srv/app", "10.2.3.4", "http://"):
         assert leak not in error.message
     assert error.message.startswith(("oa answered HTTP 502", "upstream connect error"))
+
+
+def test_compat_after_a_json_schema_refusal_asks_for_json_object() -> None:
+    translator = compat()
+    schema = '{"type": "object", "properties": {"x": {"type": "integer"}}}'
+    request = pb.ChatRequest(messages=[pb.Message(role="system", text="Be brief."), pb.Message(role="user", text="x")],
+                             response_format=pb.ResponseFormat(type="json_schema", schema_name="s", schema_json=schema))
+    assert orjson.loads(translator.build_request(request, "m", stream=False).body)["response_format"]["type"] == \
+        "json_schema"
+    assert not translator.needs_output_validation(request)
+    refusal = pb.Error(status=502, upstream_status=500)
+    assert translator.note_json_schema_refusal(request, refusal)
+    assert not translator.note_json_schema_refusal(request, refusal)  # already noted
+    body = orjson.loads(translator.build_request(request, "m", stream=False).body)
+    assert body["response_format"] == {"type": "json_object"}
+    assert body["messages"][0]["content"].startswith("Be brief.\n\nRespond only with a single JSON object")
+    assert body["messages"][0]["content"].endswith(schema) and len(body["messages"]) == 2
+    assert translator.needs_output_validation(request)
+    assert request.response_format.type == "json_schema"  # the caller's request is untouched
+    translator.forget_json_schema_refusal()
+    assert not translator.needs_output_validation(request)
+    assert not compat().note_json_schema_refusal(request, pb.Error(status=429, upstream_status=429))
