@@ -11,12 +11,13 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,18 +80,15 @@ class Worker:
         """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to clear_refs)."""
         Path(f"/proc/{self.pid}/clear_refs").write_text("5")
 
-    async def generate(self, provider: str, model: str, prompt: str, *, stream: bool = True, key_id: str = "k",
-                       deadline_s: float = 30.0, n: int = 0, extra: dict[str, Any] | None = None) -> Outcome:
+    async def generate(self, provider: str, model: str, prompt: str, *, key_id: str = "k",
+                       deadline_s: float = 30.0) -> Outcome:
+        """One streamed Generate call, as the router makes it for ``key_id``."""
         if self.channel is None:
             self.channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
         call = self.channel.unary_stream("/switchyard.v1.Provider/Generate", request_serializer=identity,
                                          response_deserializer=ppb.GenerateEvent.FromString)
-        request = pb.ChatRequest(model=model, stream=stream, messages=[pb.Message(role="user", text=prompt)],
+        request = pb.ChatRequest(model=model, stream=True, messages=[pb.Message(role="user", text=prompt)],
                                  identity=pb.Identity(key_id=key_id, tenant="t"))
-        if n:
-            request.sampling.n = n
-        for key, value in (extra or {}).items():
-            request.extra[key] = value
         body = ppb.GenerateRequest(request=request, target=ppb.Target(provider=provider, model=model), attempt=1)
         outcome = Outcome()
         started = time.monotonic()
@@ -105,7 +103,7 @@ class Worker:
             self.channel = None
 
 
-def _wait(what: str, process: Process, check: Any, timeout: float = 30.0) -> None:
+def _wait(what: str, process: Process, check: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     delay = 0.02
     while not check():
@@ -135,38 +133,36 @@ def _serving(address: str) -> bool:
 
 
 @contextlib.contextmanager
-def running_worker(providers: dict[str, dict[str, Any]], simulators: tuple[str, ...] = ("sim",),
-                   env: dict[str, str] | None = None) -> Iterator[Worker]:
+def running_worker(providers: dict[str, dict[str, Any]], simulators: tuple[str, ...] = ("sim",)) -> Iterator[Worker]:
     """Start one simulator process per name and a worker whose config holds
     ``providers``; a ``base_url`` may name a simulator as ``{sim}``."""
     run_dir = Path(tempfile.mkdtemp(prefix="sy-pw-"))
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
-    base_env.update({"PYTHONPATH": str(SERVICES), "PYTHONUNBUFFERED": "1", SIM_KEY_ENV: "sim_" + secrets.token_hex(16),
-                     **(env or {})})
-    processes: list[Process] = []
+    base_env.update({"PYTHONPATH": str(SERVICES), "PYTHONUNBUFFERED": "1", SIM_KEY_ENV: "sim_" + secrets.token_hex(16)})
+    processes: dict[str, Process] = {}
     try:
         urls: dict[str, str] = {}
         for name in simulators:
             port = free_port()
-            sim = Process(name, [sys.executable, "-m", "simulator", "--port", str(port)], base_env,
-                          run_dir / f"{name}.log")
-            processes.append(sim)
-            sim.start()
+            processes[name] = Process(name, [sys.executable, "-m", "simulator", "--port", str(port)], base_env,
+                                      run_dir / f"{name}.log")
+            processes[name].start()
             urls[name] = f"http://127.0.0.1:{port}"
         config = {"providers": {name: {**spec, "base_url": spec["base_url"].format(**urls),
                                        "api_key_env": SIM_KEY_ENV} for name, spec in providers.items()}}
         config_path = run_dir / "switchyard.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         address = f"127.0.0.1:{free_port()}"
-        worker = Process("providers", [sys.executable, "-m", "providers"],
-                         {**base_env, "SWITCHYARD_CONFIG": str(config_path), "SWITCHYARD_PROVIDERS_ADDRESS": address},
-                         run_dir / "providers.log")
-        processes.append(worker)
+        worker = processes["providers"] = Process(
+            "providers", [sys.executable, "-m", "providers"],
+            {**base_env, "SWITCHYARD_CONFIG": str(config_path), "SWITCHYARD_PROVIDERS_ADDRESS": address},
+            run_dir / "providers.log")
         worker.start()
         for name, url in urls.items():
-            _wait(name, processes[list(urls).index(name)], lambda url=url: _http_ok(f"{url}/healthz"))
+            _wait(name, processes[name], lambda url=url: _http_ok(f"{url}/healthz"))
         _wait("providers", worker, lambda: _serving(address))
         yield Worker(address, worker, urls)
     finally:
-        for process in reversed(processes):
+        for process in reversed(processes.values()):
             process.stop(5)
+        shutil.rmtree(run_dir, ignore_errors=True)

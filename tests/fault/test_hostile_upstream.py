@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -43,12 +43,13 @@ LEAKS = ("corp.internal", "10.12.3.4", "Traceback", "/srv/app", "<", "aiohttp", 
 
 
 @pytest.fixture(scope="module")
-def worker() -> Iterator[Worker]:
+async def worker() -> AsyncIterator[Worker]:
     providers = {"hostile": {"type": "openai", "base_url": "{hostile}/v1",
                              "timeouts": {"first_token_s": 3, "between_chunks_s": 3, "total_s": 6}},
                  "calm": {"type": "openai", "base_url": "{calm}/v1"}}
     with running_worker(providers, simulators=("hostile", "calm")) as running:
         yield running
+        await running.close()
 
 
 async def calm_request(worker: Worker) -> float:

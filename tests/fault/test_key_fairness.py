@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import statistics
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -25,10 +25,11 @@ MAX_SLACK_S = 0.5
 
 
 @pytest.fixture(scope="module")
-def worker() -> Iterator[Worker]:
+async def worker() -> AsyncIterator[Worker]:
     providers = {"shared": {"type": "openai", "base_url": "{sim}/v1", "max_connections": POOL}}
     with running_worker(providers) as running:
         yield running
+        await running.close()
 
 
 async def victim_request(worker: Worker) -> float:
