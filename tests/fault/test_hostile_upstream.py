@@ -38,6 +38,9 @@ CASES = {
     "error_body_200": ("internal_error", 502),                  # the upstream's own code, its text sanitised
     "html_error": ("upstream_error", 502),                      # a 502 HTML page naming internal hosts
 }
+# Bodies the upstream would go on sending for 1 GiB: the worker must hang up.
+# (The gzip bomb is ~1 MiB on the wire: socket buffers may take all of it.)
+ENDLESS = {"newlines hostile_kib=1048576", "endless_data", "endless_line"}
 # What must never reach a client from an upstream's error (see simulator/hostile.py).
 LEAKS = ("corp.internal", "10.12.3.4", "Traceback", "/srv/app", "<", "aiohttp", "Error:", "TransferEncoding")
 
@@ -58,11 +61,13 @@ async def calm_request(worker: Worker) -> float:
     return outcome.seconds
 
 
-async def wait_received(worker: Worker, tag: str) -> None:
+async def wait_upstream(worker: Worker, tag: str, state: str) -> dict:
+    """The hostile upstream's record of the request once it is ``received``/``finished``."""
     async with aiohttp.ClientSession() as http, http.get(
             f"{worker.simulators['hostile']}/_sim/wait",
-            params={"contains": tag, "state": "received", "timeout": "20"}) as response:
-        assert response.status == 200, "the hostile upstream never got the request"
+            params={"contains": tag, "state": state, "timeout": "20"}) as response:
+        assert response.status == 200, f"the hostile upstream never saw the request {state}"
+        return await response.json()
 
 
 @pytest.mark.parametrize("scenario", list(CASES), ids=[c.replace(" hostile_kib=", "-") for c in CASES])
@@ -76,7 +81,7 @@ async def test_hostile_upstream_costs_only_its_own_request(worker: Worker, scena
     tag = marker()
     hostile = asyncio.create_task(worker.generate("hostile", MODEL, f"{tag} [[sim hostile={scenario}]]",
                                                   deadline_s=60))
-    await wait_received(worker, tag)
+    await wait_upstream(worker, tag, "received")
     during: list[float] = []
     while len(during) < 5 or (not hostile.done() and len(during) < 1000):
         during.append(await calm_request(worker))
@@ -97,3 +102,5 @@ async def test_hostile_upstream_costs_only_its_own_request(worker: Worker, scena
     assert statistics.median(during) <= 2 * base_median + MEDIAN_SLACK_S
     assert max(during) <= 2 * base_max + MAX_SLACK_S
     assert growth <= MEMORY_BOUND_KIB
+    if scenario in ENDLESS:  # the worker hung up instead of reading on
+        assert (await wait_upstream(worker, tag, "finished"))["disconnected_at"] is not None
