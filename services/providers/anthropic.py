@@ -6,7 +6,8 @@ merged so roles alternate, tool calls and results become ``tool_use`` and
 ``reasoning_effort`` becomes a thinking budget (older models) or adaptive
 thinking with an effort level (models that only accept that), and
 ``json_schema`` uses native structured outputs (``output_config.format``).
-``json_object`` has no native switch, so it is asked for in the system prompt.
+``json_object`` has no native switch, so it is asked for in the system prompt
+and the answer is checked to be a JSON object (one retry, else an error).
 
 Response side: content blocks (text, tool_use, thinking, redacted_thinking)
 become one canonical choice; tool calls are numbered among tool_use blocks
@@ -29,8 +30,11 @@ from providers.base import (
     Translator,
     UpstreamProtocolError,
     UpstreamRequest,
+    UpstreamStreamError,
+    UpstreamTruncatedError,
 )
-from providers.upstream import retry_after_ms
+from providers.errors import retry_after_ms, upstream_error
+from providers.sanitize import log_upstream_text
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import provider_pb2 as ppb
 
@@ -53,8 +57,12 @@ class AnthropicTranslator(Translator):
     )
 
     def needs_output_validation(self, request: pb.ChatRequest) -> bool:
-        """Structured outputs is native, but bounds it cannot enforce are only
-        described to the model, so such schemas are validated afterwards."""
+        """``json_object`` is only asked for in the system prompt, so the
+        answer is checked (and retried once). Structured outputs is native,
+        but bounds it cannot enforce are only described to the model, so such
+        schemas are validated afterwards."""
+        if request.response_format.type == "json_object":
+            return True
         if request.response_format.type != "json_schema" or not request.response_format.schema_json:
             return False
         try:
@@ -76,6 +84,8 @@ class AnthropicTranslator(Translator):
 
     def parse_response(self, body: bytes, model: str) -> Iterable[ppb.GenerateEvent]:
         message = load_json(body)
+        if isinstance(message, dict) and message.get("type") == "error":
+            raise UpstreamStreamError(self.stream_error(message))
         if not isinstance(message, dict) or not isinstance(message.get("content"), list):
             raise UpstreamProtocolError("Anthropic response has no content list")
         delta = message_delta(message)
@@ -94,31 +104,30 @@ class AnthropicTranslator(Translator):
                 yield out
             if state.stopped:
                 return
-        raise UpstreamProtocolError("Anthropic stream ended without message_stop")
+        raise UpstreamTruncatedError(f"{self.provider} ended its stream without message_stop")
 
     def map_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> pb.Error:
-        error_type, message = _error_fields(body)
-        error = classify_error(status, error_type, self._scrub(message) or f"Anthropic returned HTTP {status}")
-        error.provider = self.provider
-        error.upstream_status = status
-        error.retry_after_ms = retry_after_ms(headers)
-        return error
+        return self._error(status, _error_message(body), retry_after_ms(headers))
 
     def stream_error(self, payload: dict[str, Any]) -> pb.Error:
-        """The canonical error for an in-band ``error`` event."""
+        """The canonical error for an in-band ``error`` event (or a 200 whose
+        body is one): its type stands for the status Anthropic gives it."""
         err = payload.get("error") if isinstance(payload.get("error"), dict) else {}
-        error_type = str(err.get("type") or "api_error")
-        message = self._scrub(str(err.get("message") or "")) or "Anthropic stream failed"
-        error = classify_error(STATUS_FOR_TYPE.get(error_type, 500), error_type, message)
-        error.provider = self.provider
-        return error
+        message = str(err.get("message") or "")
+        log_upstream_text(self.provider, 200, message)
+        return self._error(STATUS_FOR_TYPE.get(str(err.get("type") or ""), 500), message, 0)
+
+    def _error(self, status: int, message: str, retry_ms: int) -> pb.Error:
+        """The shared table covers Anthropic's statuses (529 overloaded
+        included); only the parameter named by the message is Anthropic's."""
+        match = _ERROR_FIELD.match(message)
+        param = ERROR_PARAMS.get(match.group(1), "") if match else ""
+        return upstream_error(self.provider, status, message, param=param, retry_after_ms=retry_ms,
+                              secrets=(self.api_key,))
 
     def _configured_max(self, model: str) -> int | None:
         spec = self.spec.model(model)
         return spec.max_output_tokens if spec else None
-
-    def _scrub(self, message: str) -> str:
-        return message.replace(self.api_key, "[redacted]") if self.api_key else message
 
 
 # ------------------------------------------------------------------- errors --
@@ -129,45 +138,11 @@ STATUS_FOR_TYPE = {"invalid_request_error": 400, "authentication_error": 401, "b
                    "rate_limit_error": 429, "api_error": 500, "timeout_error": 504, "overloaded_error": 529}
 
 
-def classify_error(status: int, error_type: str, message: str) -> pb.Error:
-    """Status, OpenAI type, code and retryability for an Anthropic error."""
-    def make(out: int, kind: str, code: str, retryable: bool) -> pb.Error:
-        param = ""
-        match = _ERROR_FIELD.match(message)
-        if out == 400 and match:
-            param = ERROR_PARAMS.get(match.group(1), "")
-        return pb.Error(status=out, type=kind, code=code, message=message, param=param, retryable=retryable)
-
-    if status in (401, 403) or error_type in ("authentication_error", "permission_error"):
-        # The gateway's upstream credentials are at fault, not the client; another provider may serve it.
-        return make(502, "api_error", "upstream_auth_error", True)
-    if status == 402 or error_type == "billing_error":
-        return make(502, "api_error", "upstream_billing_error", True)
-    if status == 404 or error_type == "not_found_error":
-        return make(404, "invalid_request_error", "model_not_found", False)
-    if status == 413 or error_type == "request_too_large":
-        return make(413, "invalid_request_error", "request_too_large", False)
-    if status == 429 or error_type == "rate_limit_error":
-        return make(429, "rate_limit_error", "rate_limit_exceeded", True)
-    if status == 529 or error_type == "overloaded_error":
-        return make(503, "api_error", "upstream_overloaded", True)
-    if status == 503:
-        return make(503, "api_error", "service_unavailable", True)
-    if status in (408, 504) or error_type == "timeout_error":
-        return make(504, "timeout_error", "upstream_timeout", True)
-    if status >= 500 or error_type == "api_error":
-        return make(502, "api_error", "upstream_error", True)
-    return make(400, "invalid_request_error", "invalid_request", False)
-
-
-def _error_fields(body: bytes) -> tuple[str, str]:
+def _error_message(body: bytes) -> str:
+    """The message of an Anthropic error body (the text itself when not JSON)."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return "", body[:200].decode(errors="replace").strip()
+        return body[:300].decode(errors="replace").strip()
     err = payload.get("error") if isinstance(payload, dict) else None
-    if not isinstance(err, dict):
-        return "", ""
-    return str(err.get("type") or ""), str(err.get("message") or "")
-
-
+    return str(err.get("message") or "") if isinstance(err, dict) else ""

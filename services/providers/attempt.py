@@ -15,18 +15,21 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
-import jsonschema
-import orjson
 
-from providers.base import Translator, UpstreamProtocolError, UpstreamStreamError
+from providers.base import Translator, UpstreamProtocolError, UpstreamStreamError, UpstreamTruncatedError
+from providers.errors import failure_error, timeout_error
+from providers.fairness import KeyBusyError, KeyGate
 from providers.pricing import cost_usd
+from providers.sanitize import log_upstream_text
 from providers.sse_decode import stream_sse
-from providers.upstream import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, BodyTooLargeError, read_capped
+from providers.structured import OutputCheck
+from providers.upstream import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, MAX_STREAM_BYTES, iter_body, read_capped
 from switchyard.config import Pricing, Timeouts
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import provider_pb2 as ppb
 
 log = logging.getLogger(__name__)
+KEY_BUSY_RETRY_MS = 1000  # a key over its share of a pool: try again in about a second
 
 
 class AttemptFailedError(Exception):
@@ -46,15 +49,10 @@ class AttemptSpec:
     model: str
     timeouts: Timeouts
     pricing: Pricing | None
-
-
-def _error(status: int, type_: str, code: str, message: str, retryable: bool, provider: str) -> pb.Error:
-    return pb.Error(status=status, type=type_, code=code, message=message, retryable=retryable, provider=provider)
+    gate: KeyGate | None = None  # the provider's per-key share of its connection pool
 
 
 def _has_output(event: ppb.GenerateEvent) -> bool:
-    if not event.HasField("chunk"):
-        return True
     for delta in event.chunk.choices:
         if delta.content or delta.reasoning or delta.tool_calls or delta.refusal or delta.finish_reason:
             return True
@@ -69,12 +67,7 @@ async def stream_attempt(spec: AttemptSpec, request: pb.ChatRequest,
     ``time.monotonic()`` instant (from the gRPC deadline) or None."""
     caps = spec.translator.capabilities
     n = request.sampling.n or 1
-    if n > 1 and not caps.n:
-        source = _fan_out(spec, request, n, deadline)
-    elif spec.translator.needs_output_validation(request):
-        source = _validated(spec, request, deadline)
-    else:
-        source = _one_call(spec, request, deadline)
+    source = _fan_out(spec, request, n, deadline) if n > 1 and not caps.n else _single(spec, request, deadline)
     priced = False
     async for event in source:
         if event.HasField("usage"):
@@ -87,10 +80,45 @@ async def stream_attempt(spec: AttemptSpec, request: pb.ChatRequest,
         yield ppb.GenerateEvent(usage=pb.Usage())
 
 
-def _remaining(deadline: float | None, limit: float) -> float:
-    if deadline is None:
-        return limit
-    return max(min(limit, deadline - time.monotonic()), 0.0)
+async def _single(spec: AttemptSpec, request: pb.ChatRequest,
+                  deadline: float | None) -> AsyncIterator[ppb.GenerateEvent]:
+    """One upstream answer: checked when the upstream cannot guarantee its
+    response_format, and retried once as ``json_object`` (checked against the
+    schema) when the upstream refused ``json_schema``."""
+    translator = spec.translator
+    validate = translator.needs_output_validation(request)
+    try:
+        async for event in _validated(spec, request, deadline) if validate else _one_call(spec, request, deadline):
+            yield event
+        return
+    except AttemptFailedError as exc:
+        if exc.output_sent or validate or not translator.note_json_schema_refusal(request, exc.error):
+            raise
+        refusal = exc
+    try:
+        async for event in _validated(spec, request, deadline):
+            yield event
+    except AttemptFailedError as exc:
+        if exc.output_sent or exc.error.code == "invalid_structured_output":
+            raise  # the server took json_object: the refusal stands
+        translator.forget_json_schema_refusal()
+        raise refusal from None
+
+
+class _Clock:
+    """Which limit bounds the next wait, so that a timeout can name itself."""
+
+    def __init__(self, timeouts: Timeouts, deadline: float | None) -> None:
+        self.total_at = time.monotonic() + timeouts.total_s
+        self.deadline = deadline
+
+    def budget(self, name: str, seconds: float) -> tuple[float, str]:
+        """(seconds left, name of the limit that ends first)."""
+        now = time.monotonic()
+        left, which = min((seconds, name), (self.total_at - now, "total"))
+        if self.deadline is not None and self.deadline - now < left:
+            left, which = self.deadline - now, "deadline"
+        return max(left, 0.0), which
 
 
 async def _one_call(spec: AttemptSpec, request: pb.ChatRequest,
@@ -100,62 +128,70 @@ async def _one_call(spec: AttemptSpec, request: pb.ChatRequest,
     timeouts = spec.timeouts
     stream = request.stream
     upstream = translator.build_request(request, spec.model, stream=stream)
-    total_deadline = time.monotonic() + timeouts.total_s
-    if deadline is not None:
-        total_deadline = min(total_deadline, deadline)
+    clock = _Clock(timeouts, deadline)
     response: aiohttp.ClientResponse | None = None
     complete = False
     sent = False
+    key = request.identity.key_id
+    holding = False
     try:
+        seconds, which = clock.budget("first_token", timeouts.first_token_s)
         try:
-            async with asyncio.timeout(_remaining(total_deadline, timeouts.first_token_s)):
+            async with asyncio.timeout(seconds):
+                if spec.gate is not None:
+                    await spec.gate.acquire(key)
+                    holding = True
                 response = await spec.session.request(upstream.method, upstream.url, headers=upstream.headers,
                                                       data=upstream.body)
                 if response.status >= 300:
-                    body = await read_capped(response, MAX_ERROR_BODY_BYTES)
+                    body = await read_capped(response, MAX_ERROR_BODY_BYTES, truncate=True)
                     complete = True
+                    log_upstream_text(provider, response.status, body)
                     raise AttemptFailedError(translator.map_error(response.status, body, response.headers))
-                if not stream:
+                if not stream or response.content_type == "application/json":
+                    # A JSON answer to a stream request is an error envelope
+                    # or a server that ignored ``stream``: read it whole.
                     body = await read_capped(response, MAX_BODY_BYTES)
                     complete = True
+        except aiohttp.ConnectionTimeoutError:
+            raise AttemptFailedError(timeout_error("connect", provider, timeouts)) from None
         except TimeoutError:
-            raise AttemptFailedError(_error(504, "timeout_error", "upstream_timeout",
-                                            f"{provider} did not answer in time", True, provider)) from None
-        if not stream:
-            try:
-                events = list(translator.parse_response(body, spec.model))
-            except (UpstreamProtocolError, ValueError) as exc:
-                message = f"{provider} sent an invalid response: {exc}"
-                raise AttemptFailedError(_error(502, "api_error", "upstream_protocol_error", message, True,
-                                                provider)) from None
-            for event in events:
+            raise AttemptFailedError(timeout_error(which if holding or spec.gate is None else "slot", provider,
+                                                   timeouts)) from None
+        except KeyBusyError as exc:
+            error = pb.Error(status=429, type="rate_limit_error", code="key_concurrency_exceeded", retryable=True,
+                             message=f"too many concurrent requests for this key on {provider}: {exc}",
+                             retry_after_ms=KEY_BUSY_RETRY_MS, provider=provider)
+            raise AttemptFailedError(error) from None
+        if complete:
+            for event in _whole_answer(translator, body, spec.model):
                 sent = True
                 yield event
             return
 
-        events_iter = translator.stream_events(stream_sse(response.content.iter_any()), spec.model)
+        body_chunks = iter_body(response, MAX_STREAM_BYTES, paced=True)
+        events_iter = translator.stream_events(stream_sse(body_chunks), spec.model)
         pending: list[ppb.GenerateEvent] = []
+        tail: list[ppb.GenerateEvent] = []
+        choices = _Choices()
         first = True
         while True:
-            limit = timeouts.first_token_s if first else timeouts.between_chunks_s
+            seconds, which = clock.budget("first_token" if first else "between_chunks",
+                                          timeouts.first_token_s if first else timeouts.between_chunks_s)
             try:
-                async with asyncio.timeout(_remaining(total_deadline, limit)):
+                async with asyncio.timeout(seconds):
                     event = await anext(events_iter)
             except StopAsyncIteration:
                 break
             except TimeoutError:
-                what = "first output" if first else "next chunk"
-                raise AttemptFailedError(_error(504, "timeout_error", "upstream_timeout",
-                                                f"{provider} stalled waiting for the {what}", True, provider),
-                                         sent) from None
+                raise AttemptFailedError(timeout_error(which, provider, timeouts), sent) from None
             except UpstreamStreamError as exc:
                 exc.error.provider = exc.error.provider or provider
                 raise AttemptFailedError(exc.error, sent) from None
-            except (UpstreamProtocolError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError,
-                    ValueError) as exc:
-                raise AttemptFailedError(_error(502, "api_error", "upstream_stream_broken",
-                                                f"{provider} stream broke: {exc or type(exc).__name__}", True,
-                                                provider), sent) from None
+            if not event.HasField("chunk"):
+                tail.append(event)  # usage closes a complete answer: only once it is known to be one
+                continue
+            choices.see(event)
             if first:
                 if not _has_output(event):
                     pending.append(event)
@@ -167,20 +203,15 @@ async def _one_call(spec: AttemptSpec, request: pb.ChatRequest,
                 pending.clear()
             sent = True
             yield event
-        for held in pending:
+        unfinished = choices.unfinished()
+        if unfinished is not None:
+            raise UpstreamTruncatedError(f"{provider} ended its stream before a finish reason for choice "
+                                         f"{unfinished}")
+        for held in (*pending, *tail):
             yield held
         complete = True
-    except BodyTooLargeError as exc:
-        raise AttemptFailedError(_error(502, "api_error", "upstream_body_too_large", str(exc), False, provider),
-                                 sent) from None
-    except aiohttp.ClientConnectorError as exc:
-        raise AttemptFailedError(_error(502, "api_error", "upstream_unreachable",
-                                        f"cannot connect to {provider}: {exc.os_error or exc}", True, provider),
-                                 sent) from None
-    except (aiohttp.ClientError, UnicodeDecodeError) as exc:
-        raise AttemptFailedError(_error(502, "api_error", "upstream_error",
-                                        f"{provider} request failed: {type(exc).__name__}", True, provider),
-                                 sent) from None
+    except (UpstreamProtocolError, aiohttp.ClientError, ValueError) as exc:
+        raise AttemptFailedError(failure_error(exc, provider, sent), sent) from None
     finally:
         if response is not None:
             if complete:
@@ -189,6 +220,42 @@ async def _one_call(spec: AttemptSpec, request: pb.ChatRequest,
                 # Cancelled or broken mid-way: drop the connection so the
                 # upstream stops generating tokens nobody will read.
                 response.close()
+        if holding:
+            spec.gate.release(key)  # type: ignore[union-attr]
+
+
+def _whole_answer(translator: Translator, body: bytes, model: str) -> list[ppb.GenerateEvent]:
+    try:
+        return list(translator.parse_response(body, model))
+    except UpstreamStreamError as exc:  # a 200 carrying the upstream's error envelope
+        exc.error.provider = exc.error.provider or translator.provider
+        log_upstream_text(translator.provider, 200, body)
+        raise AttemptFailedError(exc.error) from None
+
+
+class _Choices:
+    """Which choices a stream opened and which it finished: a terminator
+    before every opened choice has a finish reason is a truncated answer."""
+
+    __slots__ = ("finished", "opened")
+
+    def __init__(self) -> None:
+        self.opened: set[int] = set()
+        self.finished: set[int] = set()
+
+    def see(self, event: ppb.GenerateEvent) -> None:
+        if event.HasField("chunk"):
+            for delta in event.chunk.choices:
+                self.opened.add(delta.index)
+                if delta.finish_reason:
+                    self.finished.add(delta.index)
+
+    def unfinished(self) -> int | None:
+        """The first choice left without a finish reason (0 when none opened)."""
+        if not self.opened:
+            return 0
+        missing = self.opened - self.finished
+        return min(missing) if missing else None
 
 
 async def _fan_out(spec: AttemptSpec, request: pb.ChatRequest, n: int,
@@ -201,9 +268,7 @@ async def _fan_out(spec: AttemptSpec, request: pb.ChatRequest, n: int,
 
     async def pump(index: int) -> None:
         try:
-            validate = spec.translator.needs_output_validation(single)
-            source = _validated(spec, single, deadline) if validate else _one_call(spec, single, deadline)
-            async for event in source:
+            async for event in _single(spec, single, deadline):
                 await queue.put((index, event))
             await queue.put((index, None))
         except BaseException as exc:
@@ -248,39 +313,26 @@ def _add_usage(total: pb.Usage, part: pb.Usage) -> None:
 
 async def _validated(spec: AttemptSpec, request: pb.ChatRequest,
                      deadline: float | None) -> AsyncIterator[ppb.GenerateEvent]:
-    """Emulated json_schema: buffer the answer, validate it against the
-    schema, retry once, and never return invalid output as if valid."""
-    schema = orjson.loads(request.response_format.schema_json or "{}")
-    validator = jsonschema.Draft202012Validator(schema)
+    """JSON output the upstream cannot guarantee: buffer the answer, check
+    it, retry once, and never return invalid output as if valid."""
+    check = OutputCheck(request.response_format)
     usage = pb.Usage()
     problem = ""
     for _ in range(2):
         events = [e async for e in _one_call(spec, request, deadline)]
-        texts: dict[int, list[str]] = {}
         for event in events:
             if event.HasField("usage"):
                 _add_usage(usage, event.usage)
-            else:
-                for delta in event.chunk.choices:
-                    texts.setdefault(delta.index, []).append(delta.content)
-        problem = ""
-        for index, parts in sorted(texts.items()):
-            try:
-                validator.validate(orjson.loads("".join(parts)))
-            except orjson.JSONDecodeError:
-                problem = f"choice {index} is not valid JSON"
-            except jsonschema.ValidationError as exc:
-                problem = f"choice {index} does not match the schema: {exc.message}"
-            if problem:
-                break
+        problem = check.problem(e for e in events if e.HasField("chunk"))
         if not problem:
             for event in events:
                 if not event.HasField("usage"):
                     yield event
             yield ppb.GenerateEvent(usage=usage)
             return
-        log.info("emulated json_schema output invalid (%s); retrying once", problem)
-    raise AttemptFailedError(_error(502, "api_error", "invalid_structured_output",
-                                    f"{spec.translator.provider} returned output that does not match the "
-                                    f"response_format schema after a retry: {problem}", False,
-                                    spec.translator.provider))
+        log.info("%s output invalid (%s); retrying once", check.kind, problem)
+    provider = spec.translator.provider
+    raise AttemptFailedError(pb.Error(
+        status=502, type="api_error", code="invalid_structured_output", retryable=False, provider=provider,
+        message=f"{provider} returned output that is not the response_format's {check.kind} after a retry: "
+                f"{problem}"))

@@ -69,13 +69,15 @@ class Translator(ABC):
     @abstractmethod
     def parse_response(self, body: bytes, model: str) -> Iterable[ppb.GenerateEvent]:
         """Events for a complete non-streaming answer: chunk(s) with whole
-        choices and their finish reasons, then usage."""
+        choices and their finish reasons, then usage. Raises
+        ``UpstreamStreamError`` for a 200 whose body is an error envelope."""
 
     @abstractmethod
     def stream_events(self, events: AsyncIterator[SSEEvent], model: str) -> AsyncIterator[ppb.GenerateEvent]:
         """Events for a streaming answer, as they arrive. Must raise
-        ``UpstreamProtocolError`` when the stream ends without its terminator,
-        and ``UpstreamStreamError`` for an in-band error event."""
+        ``UpstreamTruncatedError`` when the stream ends without its terminator,
+        ``UpstreamProtocolError`` for a malformed one and ``UpstreamStreamError``
+        for an in-band error event."""
 
     def check_extra(self, request: pb.ChatRequest) -> None:
         """Refuse provider-specific fields this upstream does not understand,
@@ -90,9 +92,20 @@ class Translator(ABC):
 
     def needs_output_validation(self, request: pb.ChatRequest) -> bool:
         """Whether the runtime must check the answer against the request's
-        json_schema because the upstream cannot guarantee it (emulated, or
-        native but with keywords the upstream does not enforce)."""
+        ``response_format`` because the upstream cannot guarantee it
+        (emulated, or native but with keywords the upstream does not enforce)."""
         return request.response_format.type == "json_schema" and not self.capabilities.json_schema
+
+    def note_json_schema_refusal(self, request: pb.ChatRequest, error: pb.Error) -> bool:
+        """Whether ``error`` (before any output) may be this upstream refusing
+        ``json_schema``; if so the translator remembers it and sends such
+        requests as ``json_object`` from now on, and the runtime retries this
+        one that way, checking the answer against the schema. Default: never."""
+        return False
+
+    def forget_json_schema_refusal(self) -> None:  # noqa: B027 - optional hook, nothing to forget by default
+        """The retry as ``json_object`` failed too: the refusal was not about
+        ``json_schema`` after all."""
 
     @abstractmethod
     def map_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> pb.Error:
@@ -130,8 +143,23 @@ class UpstreamProtocolError(Exception):
     """The upstream broke its wire format (cut stream, bad JSON, no terminator)."""
 
 
+class UpstreamTruncatedError(UpstreamProtocolError):
+    """The upstream ended its answer early: the stream closed without its
+    terminator, or the terminator came before every choice had finished."""
+
+
+class UpstreamLimitError(UpstreamProtocolError):
+    """The upstream's answer hit one of our caps (line, event, stream,
+    decompressed size or ratio); ``code`` names the cap."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class UpstreamStreamError(Exception):
-    """The upstream reported an error inside an open stream."""
+    """The upstream reported an error in band: inside an open stream, or as
+    the body of a 200 answer."""
 
     def __init__(self, error: pb.Error) -> None:
         super().__init__(error.message)

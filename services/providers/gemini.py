@@ -31,8 +31,10 @@ from providers.base import (
     UpstreamProtocolError,
     UpstreamRequest,
     UpstreamStreamError,
+    UpstreamTruncatedError,
     plain_extra,
 )
+from providers.errors import AUTH, INVALID, class_for_status, retry_after_ms, upstream_error
 from providers.gemini_request import (
     apply_extra,
     convert_messages,
@@ -41,8 +43,15 @@ from providers.gemini_request import (
     endpoint_url,
     generation_config,
 )
-from providers.gemini_stream import CandidateState, blocked_delta, candidate_delta, load_json, usage_from
-from providers.upstream import retry_after_ms
+from providers.gemini_stream import (
+    CandidateState,
+    blocked_delta,
+    candidate_delta,
+    load_json,
+    stream_deltas,
+    usage_from,
+)
+from providers.sanitize import log_upstream_text
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import provider_pb2 as ppb
 
@@ -55,7 +64,6 @@ _FIELD_PARAMS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k
 _TOP_PARAMS = {"contents": "messages", "system_instruction": "messages", "tools": "tools",
                "tool_config": "tool_choice"}
 _FIELD_IN_MESSAGE = re.compile(r"(?:at '|GenerateContentRequest\.)([A-Za-z_][\w.\[\]]*)")
-_GOOGLE_KEY = re.compile(r"AIza[0-9A-Za-z_\-]{20,}")
 # ------------------------------------------------------------------- errors --
 
 
@@ -91,23 +99,10 @@ def param_from(details: list[Any], message: str) -> str:
     return ""
 
 
-def classify(status: int, g_status: str, reasons: set[str]) -> tuple[int, str, str, bool]:
-    """(client status, OpenAI type, code, retryable) for a Gemini error."""
-    if status in (401, 403) or g_status in ("UNAUTHENTICATED", "PERMISSION_DENIED") or "API_KEY_INVALID" in reasons:
-        return 502, "api_error", "upstream_auth_error", False
-    if status == 404 or g_status == "NOT_FOUND":
-        return 404, "invalid_request_error", "model_not_found", False
-    if status == 413:
-        return 413, "invalid_request_error", "request_too_large", False
-    if status == 429 or g_status == "RESOURCE_EXHAUSTED":
-        return 429, "rate_limit_error", "rate_limit_exceeded", True
-    if status in (408, 504) or g_status == "DEADLINE_EXCEEDED":
-        return 504, "timeout_error", "upstream_timeout", True
-    if status == 503 or g_status == "UNAVAILABLE":
-        return 503, "api_error", "service_unavailable", True
-    if status >= 500 or status == 499 or g_status in ("INTERNAL", "UNKNOWN", "ABORTED", "CANCELLED"):
-        return 502, "api_error", "upstream_error", True
-    return 400, "invalid_request_error", g_status.lower() or "invalid_request", False
+# Gemini's status string -> its HTTP status, for an error body without a code.
+STATUS_FOR_NAME = {"INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "OUT_OF_RANGE": 400,
+                   "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "NOT_FOUND": 404, "RESOURCE_EXHAUSTED": 429,
+                   "CANCELLED": 499, "INTERNAL": 500, "UNKNOWN": 500, "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504}
 
 
 # --------------------------------------------------------------- translator --
@@ -142,7 +137,7 @@ class GeminiTranslator(Translator):
     def parse_response(self, body: bytes, model: str) -> Iterable[ppb.GenerateEvent]:
         data = load_json(body, "response")
         if "error" in data:
-            raise UpstreamProtocolError(f"Gemini answered 200 with an error: {self._error_message(data['error'])}")
+            raise UpstreamStreamError(self._error_from_payload(data["error"], 0, {}))
         chunk = pb.Chunk()
         candidates = data.get("candidates") or []
         for position, candidate in enumerate(candidates):
@@ -172,6 +167,7 @@ class GeminiTranslator(Translator):
                 continue
             data = load_json(event.data, "stream")
             if "error" in data:
+                log_upstream_text(self.provider, 200, event.data)
                 raise UpstreamStreamError(self._error_from_payload(data["error"], 0, {}))
             metadata = data.get("usageMetadata") or metadata
             chunk = pb.Chunk()
@@ -179,14 +175,14 @@ class GeminiTranslator(Translator):
                 index = candidate.get("index", position)
                 delta = candidate_delta(candidate, index, states.setdefault(index, CandidateState()))
                 if delta is not None:
-                    chunk.choices.append(delta)
+                    chunk.choices.extend(stream_deltas(delta))
             if not data.get("candidates") and (data.get("promptFeedback") or {}).get("blockReason") and not blocked:
                 blocked = True
                 chunk.choices.append(blocked_delta())
             if chunk.choices:
                 yield ppb.GenerateEvent(chunk=chunk)
         if not blocked and (not states or not all(s.finished for s in states.values())):
-            raise UpstreamProtocolError("Gemini stream ended before a finishReason")
+            raise UpstreamTruncatedError(f"{self.provider} ended its stream before a finishReason")
         yield ppb.GenerateEvent(usage=usage_from(metadata))
 
     def map_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> pb.Error:
@@ -200,20 +196,18 @@ class GeminiTranslator(Translator):
         return self._error_from_payload(error if isinstance(error, dict) else {}, status, headers)
 
     def _error_from_payload(self, error: Mapping[str, Any], status: int, headers: Mapping[str, str]) -> pb.Error:
-        status = status or int(error.get("code") or 500)
+        """The shared table by HTTP status; Gemini's difference: a 400 whose
+        reason is API_KEY_INVALID is the gateway's key, not the client's
+        request. A 400 keeps Gemini's status string as its code."""
+        name = str(error.get("status", ""))
+        code = error.get("code")
+        status = status or (code if isinstance(code, int) else 0) or STATUS_FOR_NAME.get(name, 500)
         details = [d for d in error.get("details") or [] if isinstance(d, dict)]
         reasons = {str(d.get("reason", "")) for d in details}
-        client_status, type_, code, retryable = classify(status, str(error.get("status", "")), reasons)
-        message = self._error_message(error) or f"Gemini API returned HTTP {status}"
-        return pb.Error(status=client_status, type=type_, code=code, message=message,
-                        param=param_from(details, message) if client_status == 400 else "",
-                        retryable=retryable, retry_after_ms=retry_delay_ms(headers, details),
-                        provider=self.provider, upstream_status=status)
+        message = str(error.get("message", ""))
+        return upstream_error(self.provider, status, message, kind=AUTH if "API_KEY_INVALID" in reasons else None,
+                              code=name.lower() if class_for_status(status) is INVALID else "",
+                              param=param_from(details, message), retry_after_ms=retry_delay_ms(headers, details),
+                              secrets=(self.api_key,))
 
-    def _error_message(self, error: Any) -> str:
-        """The upstream's message with anything key-like removed."""
-        message = str(error.get("message", "")) if isinstance(error, dict) else ""
-        if self.api_key:
-            message = message.replace(self.api_key, "[redacted]")
-        return _GOOGLE_KEY.sub("[redacted]", message)
 

@@ -92,6 +92,33 @@ def candidate_delta(candidate: Mapping[str, Any], index: int, state: CandidateSt
     return delta
 
 
+def stream_deltas(delta: pb.ChoiceDelta) -> list[pb.ChoiceDelta]:
+    """One candidate's delta the way OpenAI streams it, so clients (the openai
+    SDK's stream helper among them) see each call open, fill and close: text
+    and reasoning first, then per tool call its name (empty arguments) and
+    then its arguments, and the finish reason in a delta of its own."""
+    calls, finish = list(delta.tool_calls), delta.finish_reason
+    if not calls and not finish:
+        return [delta]
+    del delta.tool_calls[:]
+    delta.finish_reason = ""
+    out: list[pb.ChoiceDelta] = []
+    role = delta.role
+    if delta.content or delta.has_content or delta.reasoning or delta.reasoning_blocks or delta.logprobs_json:
+        out.append(delta)
+        role = ""
+    for call in calls:
+        out.append(pb.ChoiceDelta(index=delta.index, role=role, tool_calls=[pb.ToolCallDelta(
+            index=call.index, id=call.id, name=call.name, signature=call.signature)]))
+        role = ""
+        if call.arguments:
+            out.append(pb.ChoiceDelta(index=delta.index, tool_calls=[pb.ToolCallDelta(index=call.index,
+                                                                                      arguments=call.arguments)]))
+    if finish:
+        out.append(pb.ChoiceDelta(index=delta.index, role=role, finish_reason=finish))
+    return out
+
+
 def blocked_delta() -> pb.ChoiceDelta:
     """The answer to a prompt Gemini refused outright (promptFeedback.blockReason)."""
     return pb.ChoiceDelta(index=0, role="assistant", content="", has_content=True, finish_reason="content_filter")

@@ -22,15 +22,16 @@ from providers.base import (
     UpstreamProtocolError,
     UpstreamRequest,
     UpstreamStreamError,
+    UpstreamTruncatedError,
 )
-from providers.upstream import retry_after_ms
+from providers.errors import BILLING, CONTENT_FILTER, INVALID, class_for_status, retry_after_ms, upstream_error
+from providers.sanitize import log_upstream_text
 from switchyard.errors import InvalidRequestError
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import provider_pb2 as ppb
 
 # Models that refuse max_tokens and take max_completion_tokens instead.
 _COMPLETION_TOKENS_ONLY = re.compile(r"^(o\d|gpt-5)")
-_KEY_LIKE = re.compile(r"\b(?:sk|rk|sess)-[A-Za-z0-9_\-*]{6,}")
 _FINISH_REASONS = {"function_call": "tool_calls"}
 _FILTER_CODES = ("content_filter", "content_policy_violation")
 _SAMPLING_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty", "seed", "top_logprobs",
@@ -146,17 +147,17 @@ class OpenAITranslator(Translator):
     def parse_response(self, body: bytes, model: str) -> Iterable[ppb.GenerateEvent]:
         data = _loads(body)
         if data.get("error") is not None:
-            raise UpstreamProtocolError(f"upstream answered 200 with an error: {_error_fields(data['error'])[0]}")
+            raise UpstreamStreamError(self._stream_error(data["error"]))
         choices = data.get("choices")
         if not isinstance(choices, list):
-            raise UpstreamProtocolError("upstream answer has no choices")
+            raise UpstreamProtocolError("the answer has no choices")
         try:
             chunk = pb.Chunk(system_fingerprint=data.get("system_fingerprint") or "")
             for choice in choices:
                 chunk.choices.append(self._whole_choice(choice))
             usage = _usage(data.get("usage"))
-        except (TypeError, AttributeError, ValueError) as exc:
-            raise UpstreamProtocolError(f"upstream answer is malformed: {exc}") from None
+        except (TypeError, AttributeError, ValueError):
+            raise UpstreamProtocolError("the answer has an unexpected shape") from None
         return [ppb.GenerateEvent(chunk=chunk), ppb.GenerateEvent(usage=usage)]
 
     def _whole_choice(self, choice: dict[str, Any]) -> pb.ChoiceDelta:
@@ -198,9 +199,9 @@ class OpenAITranslator(Translator):
             try:
                 payload = orjson.loads(data)
             except orjson.JSONDecodeError:
-                raise UpstreamProtocolError(f"upstream sent a chunk that is not JSON: {data[:80]!r}") from None
+                raise UpstreamProtocolError("a chunk is not JSON") from None
             if not isinstance(payload, dict):
-                raise UpstreamProtocolError("upstream sent a chunk that is not a JSON object")
+                raise UpstreamProtocolError("a chunk is not a JSON object")
             if payload.get("error") is not None:
                 raise UpstreamStreamError(self._stream_error(payload["error"]))
             try:
@@ -208,11 +209,11 @@ class OpenAITranslator(Translator):
                                     calls_seen)
                 if payload.get("usage"):
                     usage = _usage(payload["usage"])
-            except (TypeError, AttributeError, ValueError) as exc:
-                raise UpstreamProtocolError(f"upstream sent a malformed chunk: {exc}") from None
+            except (TypeError, AttributeError, ValueError):
+                raise UpstreamProtocolError("a chunk has an unexpected shape") from None
             if chunk is not None:
                 yield ppb.GenerateEvent(chunk=chunk)
-        raise UpstreamProtocolError("upstream stream ended without [DONE]")
+        raise UpstreamTruncatedError(f"{self.provider} ended its stream without [DONE]")
 
     def _chunk(self, choices: Iterable[dict[str, Any]], fingerprint: str | None, started: set[int],
                calls_seen: set[tuple[int, int]]) -> pb.Chunk | None:
@@ -280,8 +281,9 @@ class OpenAITranslator(Translator):
         return self._error(status, message, kind, code, param, retry_after_ms(headers))
 
     def _stream_error(self, error: Any) -> pb.Error:
-        """An in-band stream error; its ``code`` may be an HTTP status (vLLM)."""
+        """An in-band error; its ``code`` may be an HTTP status (vLLM)."""
         message, kind, code, param = _error_fields(error)
+        log_upstream_text(self.provider, 200, message)
         raw_code = error.get("code") if isinstance(error, dict) else None
         if isinstance(raw_code, int) and 400 <= raw_code < 600:
             status = raw_code
@@ -293,43 +295,17 @@ class OpenAITranslator(Translator):
             status = 500
         return self._error(status, message, kind, code, param, 0)
 
-    def _error(self, upstream: int, message: str, kind: str, code: str, param: str, retry_ms: int) -> pb.Error:
-        message = self._scrub(message) or f"upstream answered HTTP {upstream}"
-        filtered = code in _FILTER_CODES or "content management policy" in message
-        error = pb.Error(message=message, param=param, retry_after_ms=retry_ms, provider=self.provider,
-                         upstream_status=upstream)
-        if upstream in (401, 403):
-            _set(error, 502, "api_error", "upstream_auth_error", True)
-            error.message = f"provider {self.provider} rejected the gateway's credentials: {message}"
-            error.param = ""
-        elif upstream == 404:
-            _set(error, 404, "invalid_request_error", code or "model_not_found", False)
-            if error.code == "model_not_found":
-                error.param = param or "model"
-        elif upstream == 413:
-            _set(error, 413, "invalid_request_error", code or "request_too_large", False)
-        elif upstream == 429 and code == "insufficient_quota":
-            # The gateway's account is out of credit: not the client's doing.
-            _set(error, 502, "api_error", "upstream_quota_exceeded", True)
-        elif upstream == 429:
-            _set(error, 429, "rate_limit_error", code or "rate_limit_exceeded", True)
-        elif upstream in (408, 504):
-            _set(error, 504, "timeout_error", "upstream_timeout", True)
-        elif upstream in (503, 529):
-            _set(error, 503, "api_error", code or "service_unavailable", True)
-        elif upstream >= 500 or upstream == 409:
-            _set(error, 502, "api_error", code or "upstream_error", True)
-        elif upstream in (400, 422) or filtered:
-            _set(error, 400, "invalid_request_error", "content_filter" if filtered else code, False)
-        else:
-            _set(error, 502, "api_error", code or "upstream_error", False)
-        return error
-
-    def _scrub(self, message: str) -> str:
-        """Upstream messages may echo the key (masked or not): never pass it on."""
-        if self.api_key and self.api_key in message:
-            message = message.replace(self.api_key, "[redacted]")
-        return _KEY_LIKE.sub("[redacted]", message)
+    def _error(self, status: int, message: str, kind: str, code: str, param: str, retry_ms: int) -> pb.Error:
+        """OpenAI's differences from the shared table: ``insufficient_quota``
+        (a 429) is the gateway's account out of credit; content-filter refusals."""
+        rule = None
+        if code == "insufficient_quota" or kind == "insufficient_quota":
+            rule = BILLING
+        elif (code in _FILTER_CODES or "content management policy" in message) and \
+                class_for_status(status) is INVALID:
+            rule = CONTENT_FILTER
+        return upstream_error(self.provider, status, message, kind=rule, code=code, param=param,
+                              retry_after_ms=retry_ms, secrets=(self.api_key,))
 
 
 # ---------------------------------------------------------------- helpers --
@@ -400,9 +376,9 @@ def _loads(body: bytes) -> dict[str, Any]:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise UpstreamProtocolError("upstream answer is not JSON") from None
+        raise UpstreamProtocolError("the answer is not JSON") from None
     if not isinstance(data, dict):
-        raise UpstreamProtocolError("upstream answer is not a JSON object")
+        raise UpstreamProtocolError("the answer is not a JSON object")
     return data
 
 
@@ -442,7 +418,3 @@ def _error_fields(error: Any) -> tuple[str, str, str, str]:
     code, param = error.get("code"), error.get("param")
     return (message, str(error.get("type") or ""), code if isinstance(code, str) else "",
             param if isinstance(param, str) else "")
-
-
-def _set(error: pb.Error, status: int, kind: str, code: str, retryable: bool) -> None:
-    error.status, error.type, error.code, error.retryable = status, kind, code, retryable

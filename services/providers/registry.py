@@ -10,6 +10,7 @@ import aiohttp
 from providers.anthropic import AnthropicTranslator
 from providers.attempt import AttemptSpec
 from providers.base import Translator
+from providers.fairness import KeyGate
 from providers.gemini import GeminiTranslator
 from providers.openai import OpenAITranslator
 from providers.openai_compat import OpenAICompatTranslator
@@ -28,6 +29,14 @@ class _Provider:
     spec: ProviderSpec
     translator: Translator
     session: aiohttp.ClientSession
+    gate: KeyGate
+
+
+def new_gate(spec: ProviderSpec) -> KeyGate:
+    """The provider's pool shared by keys: each key may hold its configured
+    share, and as many requests again may wait for it as the pool holds."""
+    per_key = spec.max_connections_per_key or max(1, spec.max_connections // 2)
+    return KeyGate(spec.max_connections, per_key, max_waiting=spec.max_connections)
 
 
 class ProviderRegistry:
@@ -37,7 +46,7 @@ class ProviderRegistry:
         self._providers: dict[str, _Provider] = {}
         for name, spec in config.providers.items():
             translator = TRANSLATORS[spec.type](name, spec, spec.api_key())
-            self._providers[name] = _Provider(spec, translator, new_session(spec))
+            self._providers[name] = _Provider(spec, translator, new_session(spec), new_gate(spec))
 
     def attempt_spec(self, provider: str, model: str,
                      overrides: ppb.AttemptTimeouts | None = None) -> AttemptSpec | None:
@@ -50,7 +59,7 @@ class ProviderRegistry:
         if overrides is not None and overrides.ListFields():
             timeouts = timeouts.model_copy(update={f.name: value for f, value in overrides.ListFields()})
         pricing = price_for(entry.spec.type, model, model_spec.pricing if model_spec else None)
-        return AttemptSpec(entry.translator, entry.session, model, timeouts, pricing)
+        return AttemptSpec(entry.translator, entry.session, model, timeouts, pricing, entry.gate)
 
     async def close(self) -> None:
         for entry in self._providers.values():

@@ -394,7 +394,7 @@ def _write_text(answer: Answer, body: dict[str, Any], script: Script, prompt: st
     fmt = (body.get("output_config") or {}).get("format")
     if fmt:
         words = orjson.dumps(instance_for(fmt["schema"])).decode().split(" ")
-    elif _JSON_OBJECT_ASKED.search(system_text(body)):
+    elif _JSON_OBJECT_ASKED.search(system_text(body)) and not script.disobey:
         plain, _ = words_for(prompt, answer.model, script.tokens, None)
         words = orjson.dumps({"answer": " ".join(plain)}).decode().split(" ")
     else:

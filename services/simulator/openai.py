@@ -51,6 +51,7 @@ IMAGE_TOKENS = 85  # what one low-detail image costs on the real API
 FINGERPRINT = "fp_5e3a1b1d"
 CREATED = 1715367049
 _TOKEN = re.compile(r"\s*\S+")
+_DESCRIBED_SCHEMA = re.compile(r"JSON Schema: (\{.*\})\s*$", re.DOTALL)
 _FRAGMENT = re.compile(r"[A-Za-z0-9_]+|\s+|[^A-Za-z0-9_\s]+")
 _ID_CHARS = string.ascii_letters + string.digits
 _BAD_JSON = ("We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP "
@@ -101,6 +102,10 @@ async def _chat(request: web.Request, recorder: Recorder, flavour: Flavour) -> w
         script = _script_for(request, body)
         if script.status:
             raise _scripted_error(script, body)
+        if script.no_json_schema and not flavour.strict and \
+                (body.get("response_format") or {}).get("type") == "json_schema":
+            raise RejectionError(500, "Unsupported response_format type: json_schema (grammar conversion failed)",
+                                 type_="server_error")
         validate(body, flavour)
         answer = compose(body, script, flavour, _scripted_int(request, body, "cached_tokens"))
     except RejectionError as exc:
@@ -261,6 +266,12 @@ def _content_text(body: dict, prompt: str, script: Script, variant: int) -> str:
         words = words[shift:] + words[:shift]
     text = " ".join(words)
     fmt = (body.get("response_format") or {}).get("type")
+    described = _DESCRIBED_SCHEMA.search(all_text([m for m in body["messages"] if m.get("role") == "system"]))
+    if fmt == "json_object" and described:  # a model following a schema given in its instructions
+        try:
+            return json.dumps(instance_for(json.loads(described.group(1)), variant), ensure_ascii=False)
+        except json.JSONDecodeError:
+            pass
     if fmt == "json_object":
         return json.dumps({"answer": text}, ensure_ascii=False)
     if fmt == "json_schema":

@@ -23,6 +23,12 @@ Keys (header form is ``x-sim-<key with - for _>``):
 - ``tokens``: the answer has exactly this many words (else derived from the prompt).
 - ``finish``: force a finish reason (``length``, ``content_filter``...).
 - ``reasoning``: emit this many reasoning words before the answer.
+- ``disobey``: 1 = answer in plain text even when a system prompt asks for
+  a JSON object (a model ignoring its instructions).
+- ``no_json_schema``: 1 = the compat flavour refuses ``response_format``
+  ``json_schema`` with a 500, as llama.cpp's server does.
+- ``hostile``/``hostile_kib``: answer with a hostile body instead (see
+  ``hostile.py``: bare newlines, a gzip bomb, endless lines, bad UTF-8...).
 - ``model``: apply this directive only when the request is for this model
   (so a fallback test can fail the primary and let the backup answer).
 - ``fail_first``: apply ``status`` only to the first N requests carrying
@@ -44,7 +50,8 @@ from aiohttp import web
 
 _DIRECTIVE = re.compile(r"\[\[sim((?:\s+[a-z_]+=[^\s\]]+)*)\s*\]\]")
 _INT_KEYS = {"status", "retry_after", "delay_ms", "chunk_delay_ms", "stall_after", "cut_after",
-             "malformed_after", "error_after", "tokens", "reasoning", "fail_first"}
+             "malformed_after", "error_after", "tokens", "reasoning", "fail_first", "hostile_kib", "disobey",
+             "no_json_schema"}
 _SEEN: OrderedDict[str, int] = OrderedDict()  # directive text -> requests seen (fail_first)
 _SEEN_MAX = 10_000
 
@@ -64,6 +71,10 @@ class Script:
     finish: str = ""
     reasoning: int = 0
     fail_first: int | None = None
+    hostile: str = ""
+    hostile_kib: int | None = None
+    disobey: int = 0
+    no_json_schema: int = 0
 
 
 def parse_script(headers: Any, prompt_text: str, model: str | None = None) -> Script:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from simulator.hostile import send_hostile
 from simulator.scenarios import Received, Recorder, Script
 
 
@@ -30,6 +31,8 @@ async def send_stream(request: web.Request, recorder: Recorder, item: Received, 
                       frames: Sequence[Frame], *, malformed: bytes, error_frame: bytes,
                       content_type: str = "text/event-stream") -> web.StreamResponse:
     """Write ``frames`` honouring the script; the last frame is the terminator."""
+    if script.hostile:
+        return await send_hostile(request, recorder, item, script)
     response = web.StreamResponse(status=200, headers={"content-type": content_type, "cache-control": "no-cache"})
     disconnected = True
     try:
@@ -68,7 +71,9 @@ async def send_stream(request: web.Request, recorder: Recorder, item: Received, 
 
 
 async def send_json(request: web.Request, recorder: Recorder, item: Received, script: Script, status: int,
-                    body: bytes, headers: dict[str, str] | None = None) -> web.Response:
+                    body: bytes, headers: dict[str, str] | None = None) -> web.StreamResponse:
+    if script.hostile and status < 300:
+        return await send_hostile(request, recorder, item, script)
     disconnected = True
     try:
         await wait_first_byte(script)

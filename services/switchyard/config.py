@@ -83,6 +83,11 @@ class ProviderSpec(_Strict):
     timeouts: Timeouts = Timeouts()
     max_connections: Annotated[int, Field(ge=1)] = 256
     breaker: BreakerSettings | None = None  # overrides the top-level breaker settings for this provider
+    # Connections one API key may hold at once on this provider (per worker
+    # process), so one key's flood cannot take the whole pool; unset: half of
+    # max_connections. Beyond it a key's requests wait (the key holding the
+    # fewest goes first), and beyond max_connections waiting get 429.
+    max_connections_per_key: Annotated[int, Field(ge=1)] | None = None
     models: list[ModelSpec] = Field(default_factory=list)
 
     @field_validator("models", mode="before")

@@ -13,7 +13,8 @@ import orjson
 import pytest
 
 from providers.anthropic import AnthropicTranslator
-from switchyard.config import ProviderSpec
+from providers.attempt import AttemptFailedError, AttemptSpec, stream_attempt
+from switchyard.config import ProviderSpec, Timeouts
 from switchyard.v1 import chat_pb2 as pb
 from tests.contract.harness import AttemptResult, run_attempt
 from tests.contract.scenarios import SCENARIOS
@@ -355,3 +356,36 @@ async def test_assistant_first_conversation_is_accepted(http: aiohttp.ClientSess
                                                     user(f"Tell me a joke {ctx.marker}")]))
     assert_ok(result)
     assert (await ctx.upstream_body())["messages"][0]["role"] == "user"
+
+
+async def sim_calls(http: aiohttp.ClientSession, url: str, marker: str) -> int:
+    async with http.get(f"{url}/_sim/requests", params={"contains": marker}) as response:
+        return len(await response.json())
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_json_object_is_guaranteed(simulator_url: str, stream: bool) -> None:
+    """json_object is only asked for in the system prompt: the runtime checks
+    the answer, retries once, and fails rather than return non-JSON."""
+    async with aiohttp.ClientSession() as http:
+        translator = AnthropicTranslator("claude", ProviderSpec(type="anthropic", base_url=simulator_url),
+                                         secrets.token_hex(16))
+        spec = AttemptSpec(translator, http, MODEL, Timeouts(), None)
+
+        async def ask(text: str) -> tuple[list, int]:
+            marker = "m" + secrets.token_hex(6)
+            request = pb.ChatRequest(stream=stream, messages=[user(f"{text} {marker}")],
+                                     response_format=pb.ResponseFormat(type="json_object"))
+            try:
+                events: list = [e async for e in stream_attempt(spec, request, None)]
+            except AttemptFailedError as exc:
+                events = [exc.error]
+            return events, await sim_calls(http, simulator_url, marker)
+
+        events, made = await ask("List a fruit")
+        text = "".join(d.content for e in events if e.HasField("chunk") for d in e.chunk.choices)
+        assert isinstance(orjson.loads(text), dict) and made == 1
+        [error], made = await ask("List a fruit [[sim disobey=1]]")
+        assert (error.status, error.code, error.retryable) == (502, "invalid_structured_output", False)
+        assert "choice 0 is not valid JSON" in error.message
+        assert made == 2  # one retry

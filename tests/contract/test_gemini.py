@@ -234,7 +234,7 @@ async def scenario_max_tokens_length(case: Case) -> None:
     assert (await case.recorded())["body"]["generationConfig"]["maxOutputTokens"] == 3
 
 
-ERRORS = {400: (400, "invalid_request_error", False), 401: (502, "api_error", False),
+ERRORS = {400: (400, "invalid_request_error", False), 401: (502, "api_error", True),
           404: (404, "invalid_request_error", False), 429: (429, "rate_limit_error", True),
           500: (502, "api_error", True), 503: (503, "api_error", True)}
 

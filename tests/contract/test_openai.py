@@ -16,9 +16,10 @@ import jsonschema
 import pytest
 from google.protobuf import struct_pb2
 
+from providers.attempt import AttemptFailedError, AttemptSpec, stream_attempt
 from providers.openai import OpenAITranslator
 from providers.openai_compat import OpenAICompatTranslator
-from switchyard.config import ProviderSpec
+from switchyard.config import ProviderSpec, Timeouts
 from switchyard.v1 import chat_pb2 as pb
 from tests.contract.harness import AttemptResult, run_attempt
 from tests.contract.scenarios import SCENARIOS
@@ -290,7 +291,7 @@ SCENARIO_CHECKS: dict[str, Callable[[Case], Awaitable[None]]] = {
     "tool_parallel": tool_parallel, "tool_forced": tool_forced, "tool_round_trip": tool_round_trip,
     "tool_stream": tool_stream, "json_object": json_object, "json_schema": json_schema, "image": image,
     "reasoning": reasoning, "stop": stop, "max_tokens_length": max_tokens_length,
-    "error_400": error_case(400, (400, "invalid_request_error", "", False, 0)),
+    "error_400": error_case(400, (400, "invalid_request_error", "invalid_request", False, 0)),
     "error_401": error_case(401, (502, "api_error", "upstream_auth_error", True, 0)),
     "error_404": error_case(404, (404, "invalid_request_error", "model_not_found", False, 0)),
     "error_429": error_case(429, (429, "rate_limit_error", "rate_limit_exceeded", True, 2000), " retry_after=2"),
@@ -382,3 +383,56 @@ def test_struct_extra_round_trip_keeps_nested_types() -> None:
     request.extra.CopyFrom(extra)
     body = json.loads(compat_translator("http://127.0.0.1:1").build_request(request, "m", stream=False).body)
     assert body["structured_outputs"] == {"choice": ["a", "b"], "n": 2}
+
+
+async def sim_bodies(http: aiohttp.ClientSession, url: str, marker: str) -> list[dict]:
+    async with http.get(f"{url}/_sim/requests", params={"contains": marker}) as response:
+        return [item["body"] for item in await response.json()]
+
+
+async def attempt(spec: AttemptSpec, text: str, schema: dict, stream: bool) -> tuple[str, pb.Error | None]:
+    request = pb.ChatRequest(stream=stream, messages=[pb.Message(role="user", text=text)],
+                             response_format=pb.ResponseFormat(type="json_schema", schema_name="weather",
+                                                               schema_json=json.dumps(schema)))
+    try:
+        events = [e async for e in stream_attempt(spec, request, None)]
+    except AttemptFailedError as exc:
+        return "", exc.error
+    return "".join(d.content for e in events if e.HasField("chunk") for d in e.chunk.choices), None
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_compat_server_refusing_json_schema_gets_json_object_and_a_check(
+        stream: bool, simulator_url: str, http: aiohttp.ClientSession) -> None:
+    translator = compat_translator(simulator_url)
+    spec = AttemptSpec(translator, http, "llama", Timeouts(), None)
+    first = "m" + secrets.token_hex(6)
+    text, error = await attempt(spec, f"weather {first} [[sim no_json_schema=1]]", WEATHER, stream)
+    assert error is None, error
+    jsonschema.validate(json.loads(text), WEATHER)
+    refused, retried = await sim_bodies(http, simulator_url, first)
+    assert refused["response_format"]["type"] == "json_schema"
+    assert retried["response_format"] == {"type": "json_object"}
+    assert json.loads(retried["messages"][0]["content"].split("JSON Schema: ", 1)[1]) == WEATHER
+
+    # Remembered for this provider: the next request goes as json_object at once.
+    second = "m" + secrets.token_hex(6)
+    text, error = await attempt(spec, f"weather {second}", WEATHER, stream)
+    assert error is None and jsonschema.validate(json.loads(text), WEATHER) is None
+    assert [b["response_format"]["type"] for b in await sim_bodies(http, simulator_url, second)] == ["json_object"]
+
+
+async def test_compat_failure_that_is_not_about_json_schema_is_not_remembered(
+        simulator_url: str, http: aiohttp.ClientSession) -> None:
+    translator = compat_translator(simulator_url)
+    spec = AttemptSpec(translator, http, "llama", Timeouts(), None)
+    marker = "m" + secrets.token_hex(6)
+    _, error = await attempt(spec, f"weather {marker} [[sim status=500]]", WEATHER, False)
+    assert error is not None and (error.status, error.upstream_status) == (502, 500)
+    assert len(await sim_bodies(http, simulator_url, marker)) == 2  # tried once as json_object, then gave up
+    assert not translator.json_schema_refused
+    # An invalid schema is the client's mistake: no retry at all.
+    marker = "m" + secrets.token_hex(6)
+    _, error = await attempt(spec, f"weather {marker} [[sim status=400]]", {"type": 5}, False)
+    assert error is not None and error.status == 400
+    assert len(await sim_bodies(http, simulator_url, marker)) == 1 and not translator.json_schema_refused

@@ -424,7 +424,7 @@ def error_body(error_type: str, message: str) -> bytes:
 def test_error_statuses(status: int, error_type: str, expected: tuple) -> None:
     error = make_translator().map_error(status, error_body(error_type, "upstream says no"), {})
     assert (error.status, error.type, error.code, error.retryable) == expected
-    assert error.message == "upstream says no"
+    assert error.message.endswith("upstream says no")
     assert (error.provider, error.upstream_status) == ("claude", status)
 
 
@@ -446,10 +446,17 @@ def test_error_message_never_contains_the_key() -> None:
     assert error.status == 502
 
 
-def test_error_with_non_json_body() -> None:
-    error = make_translator().map_error(502, b"<html>Bad Gateway</html>", {})
+def test_error_with_non_json_body_is_not_passed_on() -> None:
+    error = make_translator().map_error(502, b"<html>Bad Gateway at lb-3.corp.internal</html>", {})
     assert (error.status, error.retryable) == (502, True)
-    assert "Bad Gateway" in error.message
+    assert error.message == "claude answered HTTP 502"
+
+
+def test_200_with_an_error_body_is_the_upstreams_error() -> None:
+    with pytest.raises(UpstreamStreamError) as info:
+        list(make_translator().parse_response(error_body("overloaded_error", "Overloaded"), MODEL))
+    assert (info.value.error.status, info.value.error.code, info.value.error.message) == (
+        503, "upstream_overloaded", "Overloaded")
 
 
 def test_schema_with_unenforced_bounds_is_validated_afterwards() -> None:

@@ -4,6 +4,8 @@ timeouts, error mapping, cancellation, n fan-out, emulated json_schema."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 
 import aiohttp
@@ -14,13 +16,15 @@ from aiohttp.test_utils import TestServer
 
 from providers.attempt import AttemptFailedError, AttemptSpec, stream_attempt
 from providers.base import Capabilities, SSEEvent, Translator, UpstreamProtocolError, UpstreamRequest
+from providers.fairness import KeyGate
 from switchyard.config import Pricing, ProviderSpec, Timeouts
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import provider_pb2 as ppb
 
 
 class LineTranslator(Translator):
-    """Upstream protocol of the fake: SSE ``data: <word>`` lines, ``data: END``."""
+    """Upstream protocol of the fake: SSE ``data: <word>`` lines, ``data: END``
+    (finish and usage) or ``data: BARE_END`` (usage without a finish)."""
 
     type = "fake"
     capabilities = Capabilities(n=False, json_schema=False)
@@ -37,7 +41,9 @@ class LineTranslator(Translator):
 
     async def stream_events(self, events: AsyncIterator[SSEEvent], model: str) -> AsyncIterator[ppb.GenerateEvent]:
         async for event in events:
-            if event.data == "END":
+            if event.data in ("END", "BARE_END"):
+                if event.data == "END":
+                    yield ppb.GenerateEvent(chunk=pb.Chunk(choices=[pb.ChoiceDelta(finish_reason="stop")]))
                 yield ppb.GenerateEvent(usage=pb.Usage(prompt_tokens=10, completion_tokens=1000))
                 return
             if event.data == "ROLE":
@@ -52,7 +58,9 @@ class LineTranslator(Translator):
 
 
 class Upstream:
-    """Scripts: 'words:a b c', 'role-then-fail', 'error:503', 'stall', 'slow-first', 'json:<text>'."""
+    """Scripts: 'a b c' (words), 'role-then-fail', 'error:503', 'stall ...', 'slow-first', 'json',
+    'nofinish a b' (terminator without a finish), 'cut a b' (connection closed mid-answer),
+    'slow a b c' (a word every 150 ms)."""
 
     def __init__(self) -> None:
         self.calls = 0
@@ -78,12 +86,17 @@ class Upstream:
                 request.transport.close()
                 return response
             await response.write(b"data: ROLE\n\n")
-            words = script.split()
+            words = script.split()[1:] if script.startswith("nofinish") else script.split()
             for i, word in enumerate(words):
+                if script.startswith("slow"):
+                    await asyncio.sleep(0.15)
                 await response.write(f"data: {word}\n\n".encode())
                 if script.startswith("stall") and i == 0:
                     await asyncio.sleep(30)
-            await response.write(b"data: END\n\n")
+            if script.startswith("cut"):
+                request.transport.close()
+                return response
+            await response.write(b"data: BARE_END\n\n" if script.startswith("nofinish") else b"data: END\n\n")
         except asyncio.CancelledError:
             self.disconnected.set()
             raise
@@ -131,7 +144,7 @@ async def test_stream_events_and_cost(upstream, session) -> None:
     _, url = upstream
     events = await collect(make_spec(url, session), request("hello world"))
     texts = [d.content for e in events if e.HasField("chunk") for d in e.chunk.choices]
-    assert texts == ["", "hello", "world"]
+    assert texts == ["", "hello", "world", ""]
     assert events[-1].usage.cost_usd == pytest.approx((10 * 1.0 + 1000 * 2.0) / 1e6)
 
 
@@ -222,3 +235,98 @@ async def test_emulated_schema_invalid_twice_is_an_error(upstream, session) -> N
         await collect(make_spec(url, session), request("json", stream=False, schema=SCHEMA))
     assert info.value.error.code == "invalid_structured_output"
     assert fake.calls == 2
+
+
+async def test_attempts_over_a_keys_share(upstream, session) -> None:
+    _, url = upstream
+    spec = make_spec(url, session, first_token_s=0.3)
+    spec.gate = KeyGate(total=2, per_key=1, max_waiting=1)
+    busy = request("stall forever")
+    busy.identity.key_id = "flood"
+    holder = stream_attempt(spec, busy, None)
+    await anext(holder)  # holds flood's only slot while it streams
+    waiting = request("a b")
+    waiting.identity.key_id = "flood"
+    with pytest.raises(AttemptFailedError) as timed_out:
+        _ = [e async for e in stream_attempt(spec, waiting, None)]
+    assert timed_out.value.error.code == "upstream_timeout"
+    assert "came free" in timed_out.value.error.message
+
+    queued = asyncio.create_task(anext(stream_attempt(spec, waiting, None)))
+    await asyncio.sleep(0)
+    with pytest.raises(AttemptFailedError) as refused:
+        _ = [e async for e in stream_attempt(spec, waiting, None)]
+    error = refused.value.error
+    assert (error.status, error.code, error.retryable, error.retry_after_ms) == (
+        429, "key_concurrency_exceeded", True, 1000)
+    other = request("a b")
+    other.identity.key_id = "victim"
+    events = [e async for e in stream_attempt(spec, other, None)]
+    assert events[-1].HasField("usage")
+    await holder.aclose()  # the slot frees; the queued attempt runs
+    assert (await asyncio.wait_for(queued, 5)).HasField("chunk")
+    assert spec.gate.used <= 1
+
+
+# ------------------------------------------------ failures in the client's terms --
+
+
+async def test_terminator_without_a_finish_is_truncated(upstream, session) -> None:
+    _, url = upstream
+    with pytest.raises(AttemptFailedError) as early:
+        await collect(make_spec(url, session), request("nofinish"))
+    assert (early.value.error.code, early.value.error.retryable, early.value.output_sent) == (
+        "upstream_stream_truncated", True, False)
+    with pytest.raises(AttemptFailedError) as late:
+        await collect(make_spec(url, session), request("nofinish a b"))
+    error = late.value.error
+    assert (error.status, error.code, error.retryable, late.value.output_sent) == (
+        502, "upstream_stream_truncated", False, True)
+    assert "finish reason for choice 0" in error.message
+
+
+async def test_fan_out_with_one_truncated_choice_fails(upstream, session) -> None:
+    _, url = upstream
+    with pytest.raises(AttemptFailedError) as info:
+        await collect(make_spec(url, session), request("nofinish a", n=2))
+    assert info.value.error.code == "upstream_stream_truncated"
+
+
+async def test_connection_cut_mid_answer_is_said_plainly(upstream, session) -> None:
+    _, url = upstream
+    with pytest.raises(AttemptFailedError) as info:
+        await collect(make_spec(url, session), request("cut a b"))
+    error = info.value.error
+    assert (error.status, error.code, info.value.output_sent) == (502, "upstream_stream_truncated", True)
+    assert error.message == "the connection to fake closed before the answer was complete"
+
+
+@pytest.mark.parametrize(("limits", "script", "named"), [
+    ({"first_token_s": 0.2}, "slow-first", "0.2 s first-token timeout"),
+    ({"between_chunks_s": 0.2}, "stall now", "stalled: no chunk within the 0.2 s between-chunks timeout"),
+    ({"total_s": 0.4, "between_chunks_s": 5}, "slow a b c d e f", "0.4 s total timeout"),
+])
+async def test_each_timeout_names_itself(upstream, session, limits: dict, script: str, named: str) -> None:
+    _, url = upstream
+    with pytest.raises(AttemptFailedError) as info:
+        await collect(make_spec(url, session, **limits), request(script))
+    error = info.value.error
+    assert (error.status, error.type, error.code) == (504, "timeout_error", "upstream_timeout")
+    assert named in error.message
+
+
+async def test_request_deadline_is_not_an_upstream_timeout(upstream, session) -> None:
+    _, url = upstream
+    spec = make_spec(url, session)
+    with pytest.raises(AttemptFailedError) as info:
+        _ = [e async for e in stream_attempt(spec, request("slow-first"), time.monotonic() + 0.2)]
+    error = info.value.error
+    assert (error.status, error.code, error.retryable) == (504, "deadline_exceeded", False)
+    assert "deadline" in error.message
+
+
+async def test_upstream_error_text_is_logged_at_debug_only(upstream, session, caplog) -> None:
+    _, url = upstream
+    with caplog.at_level(logging.DEBUG, logger="providers.sanitize"), pytest.raises(AttemptFailedError):
+        await collect(make_spec(url, session), request("error:503"))
+    assert any("upstream says no" in r.getMessage() and r.levelno == logging.DEBUG for r in caplog.records)

@@ -10,6 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 from google.protobuf import struct_pb2
+from openai.lib.streaming.chat import ChatCompletionStreamState
+from openai.types.chat import ChatCompletionChunk
 
 from providers.base import UpstreamProtocolError, UpstreamStreamError
 from providers.gemini import GeminiTranslator
@@ -290,9 +292,10 @@ async def test_stream_text_uses_last_usage(translator: GeminiTranslator) -> None
     events = await replay(translator, "stream_text.sse")
     ds = deltas(events)
     assert "".join(d.content for d in ds) == "The capital of France is Paris."
-    assert [d.role for d in ds] == ["assistant", "", ""]
-    assert [d.finish_reason for d in ds] == ["", "", "stop"]
-    assert all(d.has_content for d in ds)
+    assert [d.role for d in ds] == ["assistant", "", "", ""]
+    # The finish reason comes in a delta of its own, as OpenAI sends it.
+    assert [d.finish_reason for d in ds] == ["", "", "", "stop"]
+    assert all(d.has_content for d in ds[:-1]) and not ds[-1].content
     [usage] = usages(events)
     assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, usage.cached_tokens) == (12, 7, 19, 8)
 
@@ -302,12 +305,15 @@ async def test_stream_parallel_calls_with_thoughts_and_signature(translator: Gem
     ds = deltas(events)
     assert ds[0].reasoning.startswith("**Planning the lookups**") and ds[0].role == "assistant"
     calls = [t for d in ds for t in d.tool_calls]
-    assert [(t.index, t.name) for t in calls] == [(0, "get_weather"), (1, "get_time")]
-    assert [orjson.loads(t.arguments) for t in calls] == [{"city": "Paris", "unit": "celsius"},
-                                                          {"zone": "Europe/Paris"}]
-    assert calls[0].signature == "CiQBVKhc7mZ0aG91Z2h0LXNpZ25hdHVyZS1hYmM=" and calls[1].signature == ""
-    assert len({t.id for t in calls}) == 2
-    assert ds[-1].finish_reason == "tool_calls"
+    # OpenAI's order: each call's name (with empty arguments), then its arguments; then the finish alone.
+    assert [(t.index, t.name, bool(t.id), bool(t.arguments)) for t in calls] == [
+        (0, "get_weather", True, False), (0, "", False, True), (1, "get_time", True, False), (1, "", False, True)]
+    assert [orjson.loads(t.arguments) for t in calls[1::2]] == [{"city": "Paris", "unit": "celsius"},
+                                                                {"zone": "Europe/Paris"}]
+    assert calls[0].signature == "CiQBVKhc7mZ0aG91Z2h0LXNpZ25hdHVyZS1hYmM=" and calls[2].signature == ""
+    assert calls[0].id != calls[2].id
+    assert ds[-1].finish_reason == "tool_calls" and not ds[-1].tool_calls
+    assert all(not d.finish_reason for d in ds[:-1])
     [usage] = usages(events)
     assert (usage.completion_tokens, usage.reasoning_tokens) == (48, 30)
 
@@ -340,7 +346,7 @@ async def test_stream_two_candidates_default_index(translator: GeminiTranslator)
     assert "".join(d.content for d in deltas(events, 1)) == "Blue sky"
     assert deltas(events, 0)[-1].finish_reason == "stop"
     assert deltas(events, 1)[-1].finish_reason == "length"
-    assert [d.role for d in deltas(events, 1)] == ["assistant", ""]
+    assert [bool(d.role) for d in deltas(events, 1)] == [True] + [False] * (len(deltas(events, 1)) - 1)
 
 
 async def test_stream_without_finish_reason_is_a_protocol_error(translator: GeminiTranslator) -> None:
@@ -396,14 +402,14 @@ def test_retry_after_header_wins_over_retry_info(translator: GeminiTranslator) -
 
 def test_invalid_upstream_key_is_the_gateways_fault(translator: GeminiTranslator) -> None:
     error = translator.map_error(400, (FIXTURES / "error_400_api_key_invalid.json").read_bytes(), {})
-    assert (error.status, error.type, error.code, error.retryable) == (502, "api_error", "upstream_auth_error", False)
+    assert (error.status, error.type, error.code, error.retryable) == (502, "api_error", "upstream_auth_error", True)
 
 
 @pytest.mark.parametrize("status", [401, 403])
 def test_auth_failures_map_to_502(translator: GeminiTranslator, status: int) -> None:
     body = orjson.dumps({"error": {"code": status, "message": "denied", "status": "PERMISSION_DENIED"}})
     error = translator.map_error(status, body, {})
-    assert (error.status, error.code, error.retryable) == (502, "upstream_auth_error", False)
+    assert (error.status, error.code, error.retryable) == (502, "upstream_auth_error", True)
 
 
 @pytest.mark.parametrize(("fixture", "param"), [
@@ -432,3 +438,48 @@ def test_error_message_never_carries_a_key(translator: GeminiTranslator, key: st
     body = orjson.dumps({"error": {"code": 400, "message": f"bad key {key} or {leaked}", "status": "INVALID_ARGUMENT"}})
     message = translator.map_error(400, body, {}).message
     assert key not in message and leaked not in message and "[redacted]" in message
+
+
+def test_200_with_an_error_body_is_the_upstreams_error(translator: GeminiTranslator) -> None:
+    body = orjson.dumps({"error": {"code": 429, "message": "Resource exhausted.", "status": "RESOURCE_EXHAUSTED"}})
+    with pytest.raises(UpstreamStreamError) as info:
+        list(translator.parse_response(body, "gemini-2.5-flash"))
+    assert (info.value.error.status, info.value.error.retryable, info.value.error.message) == (
+        429, True, "Resource exhausted.")
+
+
+def test_html_error_page_is_not_passed_on(translator: GeminiTranslator) -> None:
+    error = translator.map_error(502, b"<html><body>Bad gateway: ai-proxy.corp.internal</body></html>", {})
+    assert error.message == "google answered HTTP 502"
+
+
+def openai_chunks(events: list[ppb.GenerateEvent]) -> list[ChatCompletionChunk]:
+    """Each delta as the one OpenAI chunk a gateway sends for it (the edge's
+    rendering, reduced to the fields the SDK's stream helper reads)."""
+    out = []
+    for delta in (d for e in events if e.HasField("chunk") for d in e.chunk.choices):
+        body: dict = {}
+        if delta.role:
+            body["role"] = "assistant"
+        if delta.content:
+            body["content"] = delta.content
+        if delta.tool_calls:
+            body["tool_calls"] = [{"index": t.index, "function": {"arguments": t.arguments}} for t in delta.tool_calls]
+            for call, t in zip(body["tool_calls"], delta.tool_calls, strict=True):
+                if t.id:
+                    call |= {"id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}}
+        out.append(ChatCompletionChunk.model_validate({
+            "id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": delta.index, "delta": body, "finish_reason": delta.finish_reason or None}]}))
+    return out
+
+
+async def test_streamed_calls_close_in_the_openai_sdk_stream_helper(translator: GeminiTranslator) -> None:
+    state = ChatCompletionStreamState()
+    fired = [event for chunk in openai_chunks(await replay(translator, "stream_parallel_calls.sse"))
+             for event in state.handle_chunk(chunk)]
+    done = [(e.index, e.name, orjson.loads(e.arguments)) for e in fired
+            if e.type == "tool_calls.function.arguments.done"]
+    assert done == [(0, "get_weather", {"city": "Paris", "unit": "celsius"}),
+                    (1, "get_time", {"zone": "Europe/Paris"})]
+    assert state.get_final_completion().choices[0].finish_reason == "tool_calls"

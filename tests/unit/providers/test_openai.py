@@ -375,7 +375,7 @@ async def test_stream_without_usage_still_ends_with_one_usage_event() -> None:
                                    b'{"choices": ["oops"]}', b'{"choices": [], "usage": {"prompt_tokens": "many"}}'])
 async def test_malformed_chunk_shapes_are_protocol_errors(chunk: bytes) -> None:
     data = b"data: " + chunk + b"\n\ndata: [DONE]\n\n"
-    with pytest.raises(UpstreamProtocolError, match="malformed"):
+    with pytest.raises(UpstreamProtocolError, match="unexpected shape"):
         _ = [e async for e in openai().stream_events(stream_sse(_pieces(data, 4096)), "gpt-4o")]
 
 
@@ -421,11 +421,24 @@ def test_parse_compat_reasoning_completion() -> None:
     assert next(iter(openai().parse_response(body, "m"))).chunk.choices[0].reasoning == ""
 
 
-@pytest.mark.parametrize("body", [b"<html>oops</html>", b"[]", b'{"error": {"message": "boom"}}', b'{"id": "x"}',
+@pytest.mark.parametrize("body", [b"<html>oops</html>", b"[]", b'{"id": "x"}',
                                   b'{"choices": [{"index": 0, "message": {"content": 7}}]}'])
 def test_parse_rejects_broken_answers(body: bytes) -> None:
     with pytest.raises(UpstreamProtocolError):
         list(openai().parse_response(body, "gpt-4o"))
+
+
+def test_200_with_an_error_body_keeps_the_upstreams_cause() -> None:
+    body = envelope("Internal error at gpu-7.corp.internal:8000", "server_error", "internal_error")
+    with pytest.raises(UpstreamStreamError) as info:
+        list(openai().parse_response(body, "gpt-4o"))
+    error = info.value.error
+    assert (error.status, error.type, error.code, error.retryable) == (502, "api_error", "internal_error", True)
+    assert error.message == "Internal error at [host]"
+    vllm = orjson.dumps({"error": {"message": "max_tokens is too large", "type": "BadRequestError", "code": 400}})
+    with pytest.raises(UpstreamStreamError) as info:
+        list(compat().parse_response(vllm, "m"))
+    assert (info.value.error.status, info.value.error.retryable) == (400, False)
 
 
 # -------------------------------------------------------------------- errors --
@@ -461,7 +474,7 @@ ERROR_TABLE = [
                                                                             "retry-after": "1"},
      (429, "rate_limit_error", "rate_limit_exceeded", True, 250, "")),
     (429, envelope("You exceeded your current quota", "insufficient_quota", "insufficient_quota"), {},
-     (502, "api_error", "upstream_quota_exceeded", True, 0, "")),
+     (502, "api_error", "upstream_billing_error", True, 0, "")),
     (500, envelope("The server had an error while processing your request.", "server_error"), {},
      (502, "api_error", "upstream_error", True, 0, "")),
     (502, b"<html><body>Bad gateway</body></html>", {}, (502, "api_error", "upstream_error", True, 0, "")),
@@ -470,9 +483,9 @@ ERROR_TABLE = [
     (504, b"", {}, (504, "timeout_error", "upstream_timeout", True, 0, "")),
     (400, orjson.dumps({"error": {"message": "top_k must be int", "type": "BadRequestError", "param": None,
                                   "code": 400}}), {},
-     (400, "invalid_request_error", "", False, 0, "")),
+     (400, "invalid_request_error", "invalid_request", False, 0, "")),
     (422, orjson.dumps({"detail": [{"loc": ["body", "top_k"], "msg": "bad"}]}), {},
-     (400, "invalid_request_error", "", False, 0, "")),
+     (400, "invalid_request_error", "invalid_request", False, 0, "")),
     (404, orjson.dumps({"error": "model 'llama9' not found"}), {},
      (404, "invalid_request_error", "model_not_found", False, 0, "model")),
 ]
@@ -499,3 +512,38 @@ def test_retry_after_as_http_date() -> None:
     date = formatdate(usegmt=True, timeval=time.time() + 30)
     error = openai().map_error(429, envelope("slow down", "requests", "rate_limit_exceeded"), {"retry-after": date})
     assert 20_000 <= error.retry_after_ms <= 31_000
+
+
+@pytest.mark.parametrize("body", [
+    b"<!DOCTYPE html><html><body><h1>502 Bad Gateway</h1><pre>at lb-3.corp.internal</pre></body></html>",
+    envelope('Traceback (most recent call last):\n  File "/srv/app/main.py", line 3', "server_error"),
+    envelope("upstream connect error: http://10.2.3.4:8000/v1 refused", "server_error"),
+])
+def test_leaky_error_bodies_are_not_passed_on(body: bytes) -> None:
+    error = openai().map_error(502, body, {})
+    assert (error.status, error.upstream_status) == (502, 502)
+    for leak in ("<", "corp.internal", "Traceback", "/srv/app", "10.2.3.4", "http://"):
+        assert leak not in error.message
+    assert error.message.startswith(("oa answered HTTP 502", "upstream connect error"))
+
+
+def test_compat_after_a_json_schema_refusal_asks_for_json_object() -> None:
+    translator = compat()
+    schema = '{"type": "object", "properties": {"x": {"type": "integer"}}}'
+    request = pb.ChatRequest(messages=[pb.Message(role="system", text="Be brief."), pb.Message(role="user", text="x")],
+                             response_format=pb.ResponseFormat(type="json_schema", schema_name="s", schema_json=schema))
+    assert orjson.loads(translator.build_request(request, "m", stream=False).body)["response_format"]["type"] == \
+        "json_schema"
+    assert not translator.needs_output_validation(request)
+    refusal = pb.Error(status=502, upstream_status=500)
+    assert translator.note_json_schema_refusal(request, refusal)
+    assert not translator.note_json_schema_refusal(request, refusal)  # already noted
+    body = orjson.loads(translator.build_request(request, "m", stream=False).body)
+    assert body["response_format"] == {"type": "json_object"}
+    assert body["messages"][0]["content"].startswith("Be brief.\n\nRespond only with a single JSON object")
+    assert body["messages"][0]["content"].endswith(schema) and len(body["messages"]) == 2
+    assert translator.needs_output_validation(request)
+    assert request.response_format.type == "json_schema"  # the caller's request is untouched
+    translator.forget_json_schema_refusal()
+    assert not translator.needs_output_validation(request)
+    assert not compat().note_json_schema_refusal(request, pb.Error(status=429, upstream_status=429))
