@@ -27,10 +27,21 @@ sys.path.insert(0, str(ROOT / "services"))
 
 import orjson  # noqa: E402
 import uvloop  # noqa: E402
+import yaml  # noqa: E402
 
-from switchyard.launcher import Mesh, MeshSettings  # noqa: E402
+from switchyard.launcher import DEFAULT_CONFIG, Mesh, MeshSettings  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+SLUG = "@bench3"
+
+
+def bench_config(run_dir: Path) -> Path:
+    """The shipped config plus a three-target fallback routing config."""
+    data = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    data["routes"]["bench3"] = {"targets": ["gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash"]}
+    path = run_dir / "bench.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
 
 
 @dataclass
@@ -41,8 +52,8 @@ class Target:
     key: str
 
 
-def build_request(target: Target, *, stream: bool, prompt: str) -> bytes:
-    body = orjson.dumps({"model": "gpt-4o-mini", "stream": stream,
+def build_request(target: Target, *, stream: bool, prompt: str, model: str = "gpt-4o-mini") -> bytes:
+    body = orjson.dumps({"model": model, "stream": stream,
                          "messages": [{"role": "user", "content": prompt}]})
     head = (f"POST {target.path} HTTP/1.1\r\nHost: {target.host}:{target.port}\r\n"
             f"Authorization: Bearer {target.key}\r\nContent-Type: application/json\r\n"
@@ -100,8 +111,8 @@ class Result:
     seconds: float = 0.0
 
 
-async def saturate(target: Target, seconds: float, concurrency: int, prompt: str) -> Result:
-    request = build_request(target, stream=False, prompt=prompt)
+async def saturate(target: Target, seconds: float, concurrency: int, prompt: str, model: str = "gpt-4o-mini") -> Result:
+    request = build_request(target, stream=False, prompt=prompt, model=model)
     result = Result()
     stop_at = time.perf_counter() + seconds
 
@@ -121,9 +132,10 @@ async def saturate(target: Target, seconds: float, concurrency: int, prompt: str
     return result
 
 
-async def fixed_rate(target: Target, rate: float, seconds: float, *, stream: bool, prompt: str) -> Result:
+async def fixed_rate(target: Target, rate: float, seconds: float, *, stream: bool, prompt: str,
+                     model: str = "gpt-4o-mini") -> Result:
     """Open-loop load: a request every 1/rate s on a pool of idle connections."""
-    request = build_request(target, stream=stream, prompt=prompt)
+    request = build_request(target, stream=stream, prompt=prompt, model=model)
     pool: list[Connection] = [await Connection.open(target) for _ in range(16)]
     result = Result()
 
@@ -193,6 +205,12 @@ async def run(args: argparse.Namespace, mesh: Mesh) -> None:
     st_via = await fixed_rate(via, args.rate, args.seconds, stream=True, prompt=words)
     st_direct = await fixed_rate(direct, args.rate, args.seconds, stream=True, prompt=words)
 
+    # The same through a routing config with three targets (the first answers).
+    slug0 = cpu_seconds(mesh_pids)
+    slug_sat = await saturate(via, args.seconds, args.concurrency, short, model=SLUG)
+    slug_cpu = (cpu_seconds(mesh_pids) - slug0) / max(slug_sat.count, 1) * 1e6
+    slug_lat = await fixed_rate(via, args.rate, args.seconds, stream=False, prompt=short, model=SLUG)
+
     per_chunk_via = [(lat - t) / max(c - 2, 1) for lat, t, c in
                      zip(st_via.latencies, st_via.ttfts, st_via.chunks, strict=False)]
     per_chunk_direct = [(lat - t) / max(c - 2, 1) for lat, t, c in
@@ -217,6 +235,12 @@ async def run(args: argparse.Namespace, mesh: Mesh) -> None:
          f"{(statistics.median(per_chunk_via) - statistics.median(per_chunk_direct)) * ms:.3f}",
          f"{statistics.median(st_via.chunks):.0f} chunks/stream", "<= 0.2"),
         ("errors at fixed rate", f"{lat_via.errors + st_via.errors}", "", "0"),
+        (f"{SLUG} (3-target fallback): req/s", f"{slug_sat.count / slug_sat.seconds:,.0f}",
+         f"CPU {slug_cpu:,.0f} us/req", ""),
+        (f"{SLUG}: added latency p50 / p99 (ms)",
+         f"{(pct(slug_lat.latencies, .5) - pct(lat_direct.latencies, .5)) * ms:.2f}",
+         f"p99 {(pct(slug_lat.latencies, .99) - pct(lat_direct.latencies, .99)) * ms:.2f}", ""),
+        (f"errors via {SLUG}", f"{slug_sat.errors + slug_lat.errors}", "", "0"),
     ]
     width = max(len(r[0]) for r in rows)
     print(f"\n{'metric':<{width}}  {'switchyard':>12}  {'reference':<26}  target")
@@ -234,7 +258,7 @@ def main() -> None:
     args = parser.parse_args()
     run_dir = Path(tempfile.mkdtemp(prefix="sy-bench-"))
     mesh = Mesh(MeshSettings(run_dir=run_dir, public_port=0, api_key="sy_" + secrets.token_hex(20),
-                             force_simulator=True,
+                             force_simulator=True, config_path=bench_config(run_dir),
                              extra_env={"SWITCHYARD_LOG_LEVEL": "WARNING"}))
     mesh.start()
     try:
