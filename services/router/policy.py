@@ -41,18 +41,6 @@ TRANSPORT_BACKOFF_MAX_S = 0.5
 MAX_BUFFERED_BYTES = 16 * 1024 * 1024  # a cascade tier's answer held for judging
 
 
-async def stream_plan(node: Node, ctx: RunContext) -> AsyncIterator[bytes]:
-    """The client's event bytes for the whole plan; a plan that fails before
-    any output ends with one error event, the most informative one."""
-    try:
-        async with aclosing(stream_node(node, ctx, "")) as events:
-            async for raw in events:
-                yield raw
-    except BeforeOutputError as exc:
-        ctx.outcome.error = plan_failed(exc.error, ctx)
-        yield pb.ChatEvent(error=ctx.outcome.error).SerializeToString()
-
-
 def plan_failed(error: pb.Error, ctx: RunContext) -> pb.Error:
     """What the client hears when the whole plan failed before any output:
     the most informative error, or a timeout when the deadline ran out."""

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import grpc
 
 from router.breaker import BreakerBoard, breaker_settings
-from router.execute import Outcome, RunContext
-from router.policy import stream_plan
+from router.execute import BeforeOutputError, Outcome, RunContext
+from router.policy import plan_failed, stream_node
 from router.routes import RoutingTable
 from switchyard.config import parse_config
 from switchyard.session import TransportError
@@ -116,8 +116,21 @@ def context(routing: RoutingTable, provider: Provider, model: str, *, fallbacks:
 async def run(routing: RoutingTable, provider: Provider, model: str = "m1", **kwargs: object,
               ) -> tuple[list[pb.ChatEvent], Outcome]:
     ctx = context(routing, provider, model, **kwargs)  # type: ignore[arg-type]
-    events = [pb.ChatEvent.FromString(raw) async for raw in stream_plan(ctx.plan.root, ctx)]
+    events = [pb.ChatEvent.FromString(raw) async for raw in stream_plan(ctx)]
     return events, ctx.outcome
+
+
+async def stream_plan(ctx: RunContext) -> AsyncIterator[bytes]:
+    """The run stage as the pipeline drives it."""
+    events = stream_node(ctx.plan.root, ctx, "")
+    try:
+        async for raw in events:
+            yield raw
+    except BeforeOutputError as exc:
+        ctx.outcome.error = plan_failed(exc.error, ctx)
+        yield pb.ChatEvent(error=ctx.outcome.error).SerializeToString()
+    finally:
+        await events.aclose()
 
 
 def kinds(events: list[pb.ChatEvent]) -> list[str]:

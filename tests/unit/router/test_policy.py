@@ -20,6 +20,7 @@ from tests.unit.router.scripted import (
     error,
     kinds,
     run,
+    stream_plan,
     table,
     tool_chunk,
     transport_error,
@@ -137,7 +138,7 @@ async def test_empty_stream_counts_as_failure() -> None:
 async def test_cancellation_cancels_provider_call() -> None:
     provider = Provider([chunk("a"), chunk("b")])
     ctx = context(table(), provider, "m1")
-    agen = policy.stream_plan(ctx.plan.root, ctx)
+    agen = stream_plan(ctx)
     await anext(agen)  # started
     await anext(agen)  # first chunk
     await agen.aclose()  # what a cancelled client call does to the generator
