@@ -25,6 +25,7 @@ from providers.sse_decode import stream_sse
 from providers.structured import OutputCheck
 from providers.upstream import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, MAX_STREAM_BYTES, iter_body, read_capped
 from switchyard.config import Pricing, Timeouts
+from switchyard.metering import add_usage
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import provider_pb2 as ppb
 
@@ -289,7 +290,7 @@ async def _fan_out(spec: AttemptSpec, request: pb.ChatRequest, n: int,
             if isinstance(item, BaseException):
                 raise item
             if item.HasField("usage"):
-                _add_usage(usage, item.usage)
+                add_usage(usage, item.usage)
                 continue
             for delta in item.chunk.choices:
                 delta.index = index
@@ -300,15 +301,6 @@ async def _fan_out(spec: AttemptSpec, request: pb.ChatRequest, n: int,
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _add_usage(total: pb.Usage, part: pb.Usage) -> None:
-    total.prompt_tokens += part.prompt_tokens
-    total.completion_tokens += part.completion_tokens
-    total.total_tokens += part.total_tokens
-    total.cached_tokens += part.cached_tokens
-    total.cache_write_tokens += part.cache_write_tokens
-    total.reasoning_tokens += part.reasoning_tokens
 
 
 async def _validated(spec: AttemptSpec, request: pb.ChatRequest,
@@ -322,7 +314,7 @@ async def _validated(spec: AttemptSpec, request: pb.ChatRequest,
         events = [e async for e in _one_call(spec, request, deadline)]
         for event in events:
             if event.HasField("usage"):
-                _add_usage(usage, event.usage)
+                add_usage(usage, event.usage)
         problem = check.problem(e for e in events if e.HasField("chunk"))
         if not problem:
             for event in events:

@@ -25,6 +25,7 @@ from opentelemetry.trace import Span, Tracer
 from router.breaker import BreakerBoard
 from router.routes import Leaf, Plan
 from switchyard import attributes, event_tags, telemetry
+from switchyard.metering import add_usage
 from switchyard.session import Streamer, TransportError
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import provider_pb2 as ppb
@@ -166,25 +167,13 @@ def attempt_timeouts(leaf: Leaf) -> ppb.AttemptTimeouts | None:
     return ppb.AttemptTimeouts(**leaf.timeouts.model_dump(exclude_none=True))
 
 
-def add_usage(outcome: Outcome, part: pb.Usage) -> pb.Usage:
+def bill(outcome: Outcome, part: pb.Usage) -> pb.Usage:
     """Bill ``part`` to the request; the running total."""
     if outcome.usage is None:
         outcome.usage = part
         return part
-    _add(outcome.usage, part)
+    add_usage(outcome.usage, part)
     return outcome.usage
-
-
-def _add(total: pb.Usage, part: pb.Usage) -> None:
-    total.prompt_tokens += part.prompt_tokens
-    total.completion_tokens += part.completion_tokens
-    total.total_tokens += part.total_tokens
-    total.cached_tokens += part.cached_tokens
-    total.cache_write_tokens += part.cache_write_tokens
-    total.reasoning_tokens += part.reasoning_tokens
-    total.audio_prompt_tokens += part.audio_prompt_tokens
-    total.audio_completion_tokens += part.audio_completion_tokens
-    total.cost_usd += part.cost_usd
 
 
 def transport_error(exc: TransportError, provider: str) -> pb.Error:
@@ -250,7 +239,7 @@ async def stream_attempt(leaf: Leaf, ctx: RunContext, record: Attempt) -> AsyncI
                 body = started.SerializeToString()  # as ChatEvent field 1, without building a ChatEvent
                 yield b"\x0a" + _varint(len(body)) + body
             if tag == event_tags.USAGE:
-                total = add_usage(outcome, ppb.GenerateEvent.FromString(raw).usage)
+                total = bill(outcome, ppb.GenerateEvent.FromString(raw).usage)
                 if billed_before:  # earlier attempts were billed too (cascade): report the sum
                     raw = _event(usage=total)
             yield raw
