@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2
 from opentelemetry.trace import Span, SpanKind, Tracer
 
 from edge import conventions
+from edge.admission import Admission, Ticket, client_address, read_body
 from edge.auth import KeyStore
 from edge.transcode import DONE, ChunkEncoder, CompletionBuilder, error_status_and_body, to_chat_request
 from edge.validation import parse_chat_request
@@ -29,7 +30,6 @@ from switchyard import attributes, telemetry
 from switchyard.config import Config
 from switchyard.errors import (
     InvalidRequestError,
-    PayloadTooLargeError,
     PermissionDeniedError,
     SwitchyardError,
     UnavailableError,
@@ -97,49 +97,39 @@ class Handlers:
             response_deserializer=health_pb2.HealthCheckResponse.FromString)
         self._ready_until = 0.0
         self.draining = False
-        self.in_flight = 0
+        self.admission = Admission(config.limits)
 
     async def close(self) -> None:
         await self._channel.close()
 
-    async def _read_body(self, request: web.Request) -> bytes:
-        limit = self.limits.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise PayloadTooLargeError(f"request body exceeds the {limit} byte limit")
-        try:
-            return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise PayloadTooLargeError(f"request body exceeds the {limit} byte limit") from None
-
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         request_id = (request.headers.get("x-request-id") or uuid.uuid4().hex).replace("-", "")
-        if self.in_flight >= self.limits.max_concurrent_requests:
-            return json_error(UnavailableError("Switchyard is at capacity; retry shortly", code="overloaded",
-                                               retry_after_ms=1000), request_id)
-        self.in_flight += 1
+        ticket = self.admission.ticket()
         span = None
         if self.tracer is not None:
             span = self.tracer.start_span("POST /v1/chat/completions", context=telemetry.extract(request.headers),
                                           kind=SpanKind.SERVER, attributes={attributes.REQUEST_ID: request_id})
         try:
-            response = await self._chat_completions(request, request_id, span)
+            response = await self._chat_completions(request, request_id, span, ticket)
             if span is not None:
                 span.set_attribute(attributes.HTTP_RESPONSE_STATUS_CODE, response.status)
             return response
         finally:
-            self.in_flight -= 1
+            ticket.release()
             if span is not None:
                 span.end()
 
     async def _chat_completions(self, request: web.Request, request_id: str,
-                                span: Span | None) -> web.StreamResponse:
+                                span: Span | None, ticket: Ticket) -> web.StreamResponse:
         started_at = time.monotonic()
         try:
             key = self.keys.authenticate(request.headers)
+            ticket.admit_client(key.id, client_address(request))  # 429 beyond the key's or address's share
             ctype = request.headers.get("content-type", "")
             if not ctype.split(";", 1)[0].strip().lower() == JSON:
                 raise InvalidRequestError("Content-Type must be application/json", param="Content-Type")
-            body = await self._read_body(request)
+            body = await read_body(request, self.limits)
+            ticket.admit()  # a slot only once the body is in: trickling uploads hold none
             req = parse_chat_request(body, self.limits)
             if not req.model and req.models:
                 req.model = req.models[0]  # Mesh/OpenRouter: the first of `models` is the primary
