@@ -24,6 +24,7 @@ from opentelemetry.trace import Span, SpanKind, Tracer
 from edge import conventions
 from edge.admission import Admission, Ticket, client_address, read_body
 from edge.auth import KeyStore
+from edge.bounded_writer import BoundedWriter, SlowReaderError, slow_reader_error
 from edge.transcode import DONE, ChunkEncoder, CompletionBuilder, error_status_and_body, to_chat_request
 from edge.validation import parse_chat_request
 from switchyard import attributes, telemetry
@@ -223,25 +224,30 @@ class Handlers:
         headers["x-accel-buffering"] = "no"
         response = web.StreamResponse(status=200, headers=headers)
         await response.prepare(request)
+        out = BoundedWriter(request, response, self.limits.max_stream_buffer_bytes)
         include_usage = chat.include_usage
         encoder = ChunkEncoder("chatcmpl-" + request_id, int(time.time()), started.model or chat.model,
                                include_usage=include_usage)
         error: pb.Error | None = None
         finished = False  # the usage event closes every complete answer
         try:
-            async for event in self._with_heartbeats(events, response):
+            async for event in self._with_heartbeats(events, out):
                 kind = event.WhichOneof("event")
                 if kind == "chunk":
-                    await response.write(encoder.encode(event.chunk))
+                    await out.write(encoder.encode(event.chunk))
                 elif kind == "usage":
                     finished = True
                     if include_usage:
-                        await response.write(encoder.encode_usage(event.usage))
+                        await out.write(encoder.encode_usage(event.usage))
                 elif kind == "error":
                     error = event.error
                     break
         except TransportError as exc:
             log.warning("router stream broke mid-answer: %s", exc.code.name)
+        except SlowReaderError:
+            log.info("client not reading: stream ended with %d bytes unread", out.max_buffered)
+            error = slow_reader_error(out.max_buffered)
+            await events.aclose()  # cancel the router call now, not after the client has read
         if error is None and not finished:
             error = interrupted()
         # A failed stream ends with an error event and never a clean [DONE].
@@ -250,7 +256,7 @@ class Handlers:
         return response
 
     async def _with_heartbeats(self, events: AsyncIterator[pb.ChatEvent],
-                               response: web.StreamResponse) -> AsyncIterator[pb.ChatEvent]:
+                               response: BoundedWriter) -> AsyncIterator[pb.ChatEvent]:
         """The events, with an SSE comment written whenever the upstream is
         silent for ``sse_heartbeat_s`` (a reasoning model thinking), so that no
         proxy or client between here and the user times the stream out."""

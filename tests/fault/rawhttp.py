@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import socket
 from dataclasses import dataclass
 
 import orjson
@@ -53,8 +54,23 @@ def parse(data: bytes) -> Answer:
     return Answer(int(parts[1]), headers, body)
 
 
-async def connect(port: int, source: str = "127.0.0.1") -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+async def connect(port: int, source: str = "127.0.0.1",
+                  rcvbuf: int | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to Envoy from ``source``; ``rcvbuf`` fixes the receive
+    buffer before the handshake (a client that does not read: the kernel
+    holds only that much for it, and advertises no more)."""
+    if rcvbuf is None:
+        return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    sock = socket.socket()
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.bind((source, 0))
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    except BaseException:
+        sock.close()
+        raise
+    return await asyncio.open_connection(sock=sock)
 
 
 ANSWER_TIMEOUT_S = 120
