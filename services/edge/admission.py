@@ -69,9 +69,9 @@ async def read_body(request: web.Request, limits: Limits) -> bytes:
         async with asyncio.timeout(limits.body_read_timeout_s):
             return await request.read()
     except TimeoutError:
-        # The rest of the body is not worth waiting for: close the connection
-        # after the answer instead of lingering to read it.
-        request.protocol.force_close()
+        # aiohttp reads and drops what is left for up to 10 s after the answer,
+        # then closes; closing at once would reset a proxy still sending the
+        # body, which would lose the 408 and answer 503 instead.
         raise RequestTimeoutError(
             f"the request body was not received within {limits.body_read_timeout_s:g} s") from None
     except web.HTTPRequestEntityTooLarge:

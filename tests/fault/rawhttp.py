@@ -54,6 +54,16 @@ def parse(data: bytes) -> Answer:
     return Answer(int(parts[1]), headers, body)
 
 
+async def read_sized_answer(reader: asyncio.StreamReader) -> Answer:
+    """An answer with a content-length, read as soon as it arrives and without
+    waiting for the server to close (after an answer to an incomplete upload
+    the proxy resets the connection, and a reset discards unread data)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    answer = parse(head)
+    answer.body = await reader.readexactly(int(answer.headers.get("content-length", "0")))
+    return answer
+
+
 async def connect(port: int, source: str = "127.0.0.1",
                   rcvbuf: int | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A connection to Envoy from ``source``; ``rcvbuf`` fixes the receive

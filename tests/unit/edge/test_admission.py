@@ -84,7 +84,7 @@ def test_client_address_is_what_envoy_saw() -> None:
     assert client_address(request) == "10.0.0.5"  # the hop the proxy appended, not the client's claim
 
 
-def body_request(chunks: list[bytes], *, eof: bool, length: int | None = None) -> tuple[web.Request, mock.Mock]:
+def body_request(chunks: list[bytes], *, eof: bool, length: int | None = None) -> web.Request:
     protocol = mock.Mock()
     payload = StreamReader(protocol, 2**16, loop=asyncio.get_running_loop())
     for chunk in chunks:
@@ -93,25 +93,24 @@ def body_request(chunks: list[bytes], *, eof: bool, length: int | None = None) -
         payload.feed_eof()
     headers = {"content-length": str(length if length is not None else sum(map(len, chunks)))}
     return make_mocked_request("POST", "/v1/chat/completions", headers=headers, payload=payload,
-                               protocol=protocol, client_max_size=LIMITS.max_body_bytes), protocol
+                               protocol=protocol, client_max_size=LIMITS.max_body_bytes)
 
 
 async def test_read_body_returns_a_complete_body() -> None:
-    request, _ = body_request([b'{"a":', b"1}"], eof=True)
+    request = body_request([b'{"a":', b"1}"], eof=True)
     assert await read_body(request, LIMITS) == b'{"a":1}'
 
 
-async def test_a_trickling_body_times_out_with_408_and_the_connection_is_closed() -> None:
-    request, protocol = body_request([b'{"a":'], eof=False, length=100)
+async def test_a_trickling_body_times_out_with_408() -> None:
+    request = body_request([b'{"a":'], eof=False, length=100)
     started = time.monotonic()
     with pytest.raises(RequestTimeoutError) as info:
         await read_body(request, LIMITS)
     assert time.monotonic() - started >= LIMITS.body_read_timeout_s
     assert (info.value.status, info.value.code) == (408, "request_timeout")
-    protocol.force_close.assert_called_once()
 
 
 async def test_a_declared_oversized_body_is_refused_unread() -> None:
-    request, _ = body_request([], eof=False, length=LIMITS.max_body_bytes + 1)
+    request = body_request([], eof=False, length=LIMITS.max_body_bytes + 1)
     with pytest.raises(PayloadTooLargeError):
         await read_body(request, LIMITS)
