@@ -74,10 +74,11 @@ class Settings:
     retry_budget_percent: float = 20.0
     retry_min_concurrency: int = 10
     circuit_max: int = 100_000
-    # HTTP/1.1 clusters (the edge): requests waiting for a connection, and
-    # connections per edge process. Keep edge_max_pending_requests at least the
-    # edge's limits.max_concurrent_requests (a burst within it is served) and
-    # edge_max_connections_per_host above it (the edge refuses the excess itself).
+    # HTTP/1.1 clusters (the edge): requests waiting for a connection (one
+    # opening for them counts), and connections per edge process. Keep both
+    # above the edge's limits.max_concurrent_requests: a burst within it is
+    # served, and the edge refuses the excess itself (503 + retry-after)
+    # instead of Envoy answering before it has read the request.
     edge_max_pending_requests: int = 8192
     edge_max_connections_per_host: int = 8192
     # Round robin, not least-request: the internal hops carry long-lived
