@@ -245,7 +245,7 @@ class Handlers:
         except TransportError as exc:
             log.warning("router stream broke mid-answer: %s", exc.code.name)
         except SlowReaderError:
-            log.info("client not reading: stream ended with %d bytes unread", out.max_buffered)
+            log.info("client not reading: stream ended with over %d bytes unread", out.max_buffered)
             error = slow_reader_error(out.max_buffered)
             await events.aclose()  # cancel the router call now, not after the client has read
         if error is None and not finished:
