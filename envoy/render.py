@@ -47,6 +47,9 @@ class Settings:
     stream_idle_timeout_s: float = 300  # above the SSE heartbeat and the slowest first token
     max_stream_duration_s: float = 3600
     request_headers_timeout_s: float = 10
+    # HTTP listeners: the whole request, body included, must arrive within
+    # this (408 beyond); never cuts a streamed answer (see front.yaml.tmpl).
+    request_timeout_s: float = 60
     downstream_idle_timeout_s: float = 300  # keep-alive connection with no stream
     upstream_idle_timeout_s: float = 60  # below aiohttp's 75 s keep-alive
     connect_timeout_s: float = 2
@@ -71,6 +74,13 @@ class Settings:
     retry_budget_percent: float = 20.0
     retry_min_concurrency: int = 10
     circuit_max: int = 100_000
+    # HTTP/1.1 clusters (the edge): requests waiting for a connection (one
+    # opening for them counts), and connections per edge process. Keep both
+    # above the edge's limits.max_concurrent_requests: a burst within it is
+    # served, and the edge refuses the excess itself (503 + retry-after)
+    # instead of Envoy answering before it has read the request.
+    edge_max_pending_requests: int = 8192
+    edge_max_connections_per_host: int = 8192
     # Round robin, not least-request: the internal hops carry long-lived
     # session streams, and least-request's power-of-two choice prefers a
     # replica that just died (it has no requests left), so a retry after a
@@ -103,6 +113,40 @@ class Egress:
 
 class EnvoySettingsError(RuntimeError):
     """The running Envoy does not have the settings we promised."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalReply:
+    """How one kind of Envoy's own answers reaches the client: an OpenAI error
+    envelope. ``flags`` (Envoy response flags, which say why) or ``status``
+    selects it; ``status_code`` rewrites the status."""
+
+    type: str
+    code: str
+    message: str
+    status: int | None = None
+    flags: tuple[str, ...] = ()
+    status_code: int | None = None
+    retry_after_s: int | None = None
+
+
+# First match wins: flags first, then statuses, then any local reply at all.
+LOCAL_REPLIES = (
+    LocalReply("api_error", "overloaded", "Switchyard is at capacity; retry shortly", flags=("UO",),
+               retry_after_s=1),
+    LocalReply("timeout_error", "timeout", "no answer arrived in time", flags=("SI", "DT"), status_code=504),
+    LocalReply("invalid_request_error", "bad_request", "the request is not valid HTTP", status=400),
+    LocalReply("invalid_request_error", "unknown_url", "Unknown request URL", status=404),
+    LocalReply("invalid_request_error", "request_timeout", "the request was not received in time", status=408),
+    LocalReply("invalid_request_error", "request_too_large", "the request is too large", status=413),
+    LocalReply("invalid_request_error", "request_headers_too_large", "the request headers are too large",
+               status=431),
+    LocalReply("api_error", "bad_gateway", "a Switchyard service gave an invalid answer", status=502),
+    LocalReply("api_error", "service_unavailable", "Switchyard is temporarily unavailable; retry shortly",
+               status=503, retry_after_s=1),
+    LocalReply("timeout_error", "timeout", "no answer arrived in time", status=504),
+    LocalReply("api_error", "gateway_error", "Switchyard could not handle the request (HTTP %RESPONSE_CODE%)"),
+)
 
 
 # ---------------------------------------------------------------- rendering
@@ -196,6 +240,32 @@ def _cluster(fragment: str, name: str, addrs: str | Sequence[str], s: Settings) 
     return _fill(fragment, _values(s, name=name, endpoints=endpoints, discovery_type=_discovery_type(name, addr_list)))
 
 
+def local_reply_config() -> dict[str, Any]:
+    """``local_reply_config`` from ``LOCAL_REPLIES``. Each reply has two mappers:
+    one for requests Envoy gave an x-request-id, which echoes it, and one for
+    requests it could not parse (431, 400), which gets a fresh id."""
+    has_id = {"header_filter": {"header": {"name": "x-request-id", "present_match": True}}}
+    first, second = [], []
+    for reply in LOCAL_REPLIES:
+        if reply.flags:
+            match: dict[str, Any] = {"response_flag_filter": {"flags": list(reply.flags)}}
+        else:
+            op, value = ("EQ", reply.status) if reply.status else ("GE", 0)
+            match = {"status_code_filter": {"comparison": {"op": op, "value": {
+                "default_value": value, "runtime_key": f"switchyard.local_reply.{reply.code}"}}}}
+        for mappers, request_id, rule in ((first, "%REQ(X-REQUEST-ID)%", {"and_filter": {"filters": [match, has_id]}}),
+                                          (second, "%UNIQUE_ID%", match)):
+            headers = [("x-request-id", request_id)]
+            if reply.retry_after_s is not None:
+                headers.append(("retry-after", str(reply.retry_after_s)))
+            mappers.append(_fill("local_reply_mapper", {
+                "filter": rule, "status_code": reply.status_code, "message": reply.message, "type": reply.type,
+                "code": reply.code, "headers_to_add": [
+                    {"header": {"key": name, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+                    for name, value in headers]}))
+    return {"mappers": first + second}
+
+
 def _internal_addresses(cidrs: Sequence[str]) -> dict[str, Any]:
     ranges = []
     for cidr in cidrs:
@@ -208,7 +278,8 @@ def _values(s: Settings, **extra: Any) -> dict[str, Any]:
     """Placeholder values of the templates, derived from ``s``."""
     values: dict[str, Any] = {
         "route_timeout": "0s",
-        "request_timeout": "0s",
+        "request_timeout": duration(s.request_timeout_s),
+        "grpc_request_timeout": "0s",
         "stream_idle_timeout": duration(s.stream_idle_timeout_s),
         "max_stream_duration": duration(s.max_stream_duration_s),
         "request_headers_timeout": duration(s.request_headers_timeout_s),
@@ -231,6 +302,8 @@ def _values(s: Settings, **extra: Any) -> dict[str, Any]:
             values[field.name] = getattr(s, field.name)
     values["outlier_detection"] = _fill("outlier_detection", values)
     values["circuit_breakers"] = _fill("circuit_breakers", values)
+    values["http_circuit_breakers"] = _fill("http_circuit_breakers", values)
+    values["local_reply_config"] = local_reply_config()
     values["internal_http2_options"] = _fill("internal_http2_options", values)
     values.update(extra)
     return values
@@ -309,11 +382,11 @@ def _fill(fragment: str, values: Mapping[str, Any]) -> Any:
 
 
 def _substitute(node: Any, values: Mapping[str, Any], where: str) -> Any:
-    """``"${x}"`` alone → the typed value (a None value drops the key);
-    ``${x}`` inside text → its text."""
+    """``"${x}"`` alone → the typed value (a None value drops the key; a
+    literal null stays); ``${x}`` inside text → its text."""
     if isinstance(node, dict):
         filled = {key: _substitute(value, values, f"{where}.{key}") for key, value in node.items()}
-        return {key: value for key, value in filled.items() if value is not None}
+        return {key: filled[key] for key, value in node.items() if filled[key] is not None or value is None}
     if isinstance(node, list):
         return [_substitute(item, values, where) for item in node]
     if not isinstance(node, str):
@@ -349,7 +422,8 @@ def promised_settings(settings: Settings | None = None) -> dict[str, Any]:
         "retry_on": s.retry_on,
         "num_retries": s.num_retries,
         "stream_idle_timeout": duration(s.stream_idle_timeout_s),
-        "request_timeout": "0s",
+        "request_timeout": duration(s.request_timeout_s),  # HTTP listeners
+        "grpc_request_timeout": "0s",
         "request_headers_timeout": duration(s.request_headers_timeout_s),
         "max_stream_duration": duration(s.max_stream_duration_s),
         "max_request_headers_kb": s.max_request_headers_kb,
@@ -357,6 +431,9 @@ def promised_settings(settings: Settings | None = None) -> dict[str, Any]:
         "use_remote_address": True,
         "xff_num_trusted_hops": 0,
         "buffer_limit_bytes": s.buffer_limit_bytes,
+        "local_reply_mappers": 2 * len(LOCAL_REPLIES),  # HTTP listeners, all JSON
+        "edge_max_pending_requests": s.edge_max_pending_requests,  # HTTP/1.1 clusters
+        "edge_max_connections_per_host": s.edge_max_connections_per_host,
     }
 
 
@@ -391,6 +468,7 @@ def _listener_settings(listener: Mapping[str, Any]) -> dict[str, Any]:
             if typed.get("@type", "").endswith("HttpConnectionManager"):
                 hcm = typed
     common = hcm.get("common_http_protocol_options", {})
+    mappers = hcm.get("local_reply_config", {}).get("mappers", [])
     routes = []
     for vhost in hcm.get("route_config", {}).get("virtual_hosts", []):
         for route in vhost.get("routes", []):
@@ -417,13 +495,18 @@ def _listener_settings(listener: Mapping[str, Any]) -> dict[str, Any]:
         "max_headers_count": common.get("max_headers_count", ENVOY_DEFAULTS["max_headers_count"]),
         "use_remote_address": hcm.get("use_remote_address", ENVOY_DEFAULTS["use_remote_address"]),
         "xff_num_trusted_hops": hcm.get("xff_num_trusted_hops", ENVOY_DEFAULTS["xff_num_trusted_hops"]),
+        "local_reply_mappers": len(mappers),
+        "local_reply_json": bool(mappers) and all("json_format" in m.get("body_format_override", {}) for m in mappers),
         "routes": routes,
     }
 
 
 def _cluster_settings(cluster: Mapping[str, Any]) -> dict[str, Any]:
     thresholds = (cluster.get("circuit_breakers", {}).get("thresholds") or [{}])[0]
+    per_host = (cluster.get("circuit_breakers", {}).get("per_host_thresholds") or [{}])[0]
+    protocol = next(iter(cluster.get("typed_extension_protocol_options", {}).values()), {})
     return {
+        "http2": "http2_protocol_options" in protocol.get("explicit_http_config", {}),
         "type": cluster.get("type", "STATIC"),
         "lb_policy": cluster.get("lb_policy", "ROUND_ROBIN"),
         "endpoints": [_address_text(lb["endpoint"]["address"])
@@ -434,6 +517,8 @@ def _cluster_settings(cluster: Mapping[str, Any]) -> dict[str, Any]:
         "health_checks": len(cluster.get("health_checks", [])),
         "outlier_detection": "outlier_detection" in cluster,
         "max_requests": thresholds.get("max_requests"),
+        "max_pending_requests": thresholds.get("max_pending_requests"),
+        "max_connections_per_host": per_host.get("max_connections"),
         "retry_budget_percent": thresholds.get("retry_budget", {}).get("budget_percent", {}).get("value"),
     }
 
@@ -454,16 +539,22 @@ def check_settings(effective: Mapping[str, Any], expected: Mapping[str, Any] | N
         problems.append(f"admin listens on {effective['admin_address']}, expected host {want['admin_host']}")
     if not effective["listeners"]:
         problems.append("no listeners in the config dump")
-    listener_keys = ("stream_idle_timeout", "request_timeout", "request_headers_timeout", "max_stream_duration",
+    listener_keys = ("stream_idle_timeout", "request_headers_timeout", "max_stream_duration",
                      "max_request_headers_kb", "max_headers_count", "use_remote_address", "xff_num_trusted_hops",
                      "buffer_limit_bytes")
     route_keys = {"timeout": "route_timeout", "idle_timeout": "route_idle_timeout",
                   "max_stream_duration": "route_max_stream_duration", "retry_on": "retry_on",
                   "num_retries": "num_retries"}
     for name, listener in effective["listeners"].items():
-        for key in listener_keys:
-            if not _same(listener[key], want[key]):
-                problems.append(f"listener {name!r}: {key} is {listener[key]!r}, expected {want[key]!r}")
+        grpc = listener["codec_type"] == "HTTP2"
+        expected = {key: want[key] for key in listener_keys}
+        expected["request_timeout"] = want["grpc_request_timeout"] if grpc else want["request_timeout"]
+        if not grpc:  # Envoy's own answers on HTTP listeners are OpenAI envelopes
+            expected["local_reply_mappers"] = want["local_reply_mappers"]
+            expected["local_reply_json"] = True
+        for key, wanted in expected.items():
+            if not _same(listener[key], wanted):
+                problems.append(f"listener {name!r}: {key} is {listener[key]!r}, expected {wanted!r}")
         if not listener["routes"]:
             problems.append(f"listener {name!r} has no routes")
         for route in listener["routes"]:
@@ -472,9 +563,13 @@ def check_settings(effective: Mapping[str, Any], expected: Mapping[str, Any] | N
                     problems.append(f"listener {name!r} route {route['match']!r}: {key} is {route[key]!r}, "
                                     f"expected {want[promise]!r}")
     for name, cluster in effective["clusters"].items():
-        if not _same(cluster["buffer_limit_bytes"], want["buffer_limit_bytes"]):
-            problems.append(f"cluster {name!r}: buffer_limit_bytes is {cluster['buffer_limit_bytes']!r}, "
-                            f"expected {want['buffer_limit_bytes']!r}")
+        expected = {"buffer_limit_bytes": want["buffer_limit_bytes"]}
+        if not cluster["http2"]:
+            expected["max_pending_requests"] = want["edge_max_pending_requests"]
+            expected["max_connections_per_host"] = want["edge_max_connections_per_host"]
+        for key, wanted in expected.items():
+            if not _same(cluster[key], wanted):
+                problems.append(f"cluster {name!r}: {key} is {cluster[key]!r}, expected {wanted!r}")
     return problems
 
 

@@ -59,6 +59,17 @@ def create_app(config: Config, router_target: str, request_timeout_s: float = 60
     return app
 
 
+def listen_backlog(config: Config) -> int:
+    """Connections the kernel may queue before the edge accepts them.
+
+    Envoy opens one HTTP/1.1 connection per concurrent request, so a burst of
+    new requests is a burst of connects; on a Unix socket a connect beyond the
+    backlog fails at once (aiohttp's default there is 128), and Envoy answers
+    503. The backlog therefore covers the concurrency limit (the kernel caps
+    it at net.core.somaxconn)."""
+    return max(1024, config.limits.max_concurrent_requests)
+
+
 async def run_edge(config: Config) -> None:
     address = os.environ.get("SWITCHYARD_EDGE_ADDRESS", "127.0.0.1:8081")
     router = os.environ.get("SWITCHYARD_EDGE_ROUTER_TARGET", "127.0.0.1:50051")
@@ -69,11 +80,12 @@ async def run_edge(config: Config) -> None:
     # which cancels the router call and, through it, the upstream request.
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=grace)
     await runner.setup()
+    backlog = listen_backlog(config)
     if address.startswith("unix:"):
-        site: web.BaseSite = web.UnixSite(runner, address[5:])
+        site: web.BaseSite = web.UnixSite(runner, address[5:], backlog=backlog)
     else:
         host, _, port = address.rpartition(":")
-        site = web.TCPSite(runner, host, int(port), backlog=1024)
+        site = web.TCPSite(runner, host, int(port), backlog=backlog)
     await site.start()
     log.info("edge listening on %s, router %s", address, router)
     stop = asyncio.Event()

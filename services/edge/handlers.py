@@ -23,7 +23,9 @@ from grpc_health.v1 import health_pb2
 from opentelemetry.trace import Span, SpanKind, Tracer
 
 from edge import conventions
+from edge.admission import Admission, Ticket, client_address, read_body
 from edge.auth import KeyStore
+from edge.bounded_writer import BoundedWriter, SlowReaderError, slow_reader_error
 from edge.transcode import (
     DONE,
     ChunkEncoder,
@@ -38,7 +40,6 @@ from switchyard import attributes, telemetry
 from switchyard.config import Config
 from switchyard.errors import (
     InvalidRequestError,
-    PayloadTooLargeError,
     SwitchyardError,
     UnavailableError,
 )
@@ -135,49 +136,39 @@ class Handlers:
             response_deserializer=health_pb2.HealthCheckResponse.FromString)
         self._ready_until = 0.0
         self.draining = False
-        self.in_flight = 0
+        self.admission = Admission(config.limits)
 
     async def close(self) -> None:
         await self._channel.close()
 
-    async def _read_body(self, request: web.Request) -> bytes:
-        limit = self.limits.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise PayloadTooLargeError(f"request body exceeds the {limit} byte limit")
-        try:
-            return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise PayloadTooLargeError(f"request body exceeds the {limit} byte limit") from None
-
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         request_id = request_id_for(request)
-        if self.in_flight >= self.limits.max_concurrent_requests:
-            return json_error(UnavailableError("Switchyard is at capacity; retry shortly", code="overloaded",
-                                               retry_after_ms=1000), request_id)
-        self.in_flight += 1
+        ticket = self.admission.ticket()
         span = None
         if self.tracer is not None:
             span = self.tracer.start_span("POST /v1/chat/completions", context=telemetry.extract(request.headers),
                                           kind=SpanKind.SERVER, attributes={attributes.REQUEST_ID: request_id})
         try:
-            response = await self._chat_completions(request, request_id, span)
+            response = await self._chat_completions(request, request_id, span, ticket)
             if span is not None:
                 span.set_attribute(attributes.HTTP_RESPONSE_STATUS_CODE, response.status)
             return response
         finally:
-            self.in_flight -= 1
+            ticket.release()
             if span is not None:
                 span.end()
 
     async def _chat_completions(self, request: web.Request, request_id: str,
-                                span: Span | None) -> web.StreamResponse:
+                                span: Span | None, ticket: Ticket) -> web.StreamResponse:
         started_at = time.monotonic()
         try:
             key = self.keys.authenticate(request.headers)
+            ticket.admit_client(key.id, client_address(request))  # 429 beyond the key's or address's share
             ctype = request.headers.get("content-type", "")
             if not ctype.split(";", 1)[0].strip().lower() == JSON:
                 raise InvalidRequestError("Content-Type must be application/json", param="Content-Type")
-            body = await self._read_body(request)
+            body = await read_body(request, self.limits)
+            ticket.admit()  # a slot only once the body is in: trickling uploads hold none
             req = parse_chat_request(body, self.limits)
             if not req.model and req.models:
                 req.model = req.models[0]  # Mesh/OpenRouter: the first of `models` is the primary
@@ -265,28 +256,33 @@ class Handlers:
         headers["x-accel-buffering"] = "no"
         response = web.StreamResponse(status=200, headers=headers)
         await response.prepare(request)
+        out = BoundedWriter(request, response, self.limits.max_stream_buffer_bytes)
         include_usage = chat.include_usage
         encoder = ChunkEncoder("chatcmpl-" + request_id, int(time.time()), started.model or chat.model,
                                include_usage=include_usage)
         error: pb.Error | None = None
         finished = False  # the usage event closes every complete answer
         try:
-            async for event in self._with_heartbeats(events, response):
+            async for event in self._with_heartbeats(events, out):
                 kind = event.WhichOneof("event")
                 if kind == "chunk":
-                    await response.write(encoder.encode(event.chunk))
+                    await out.write(encoder.encode(event.chunk))
                 elif kind == "usage":
                     finished = True
                     if include_usage:  # cost and latency are known only now: they ride on the usage chunk
                         fields = extra_fields(started, (time.monotonic() - started_at) * 1000, event.usage)
-                        await response.write(encoder.encode_usage(event.usage, fields))
+                        await out.write(encoder.encode_usage(event.usage, fields))
                 elif kind == "trace":
-                    await response.write(encoder.encode_trace(event.trace))
+                    await out.write(encoder.encode_trace(event.trace))
                 elif kind == "error":
                     error = event.error
                     break
         except TransportError as exc:
             log.warning("router stream broke mid-answer: %s", exc.code.name)
+        except SlowReaderError:
+            log.info("client not reading: stream ended with over %d bytes unread", out.max_buffered)
+            error = slow_reader_error(out.max_buffered)
+            await events.aclose()  # cancel the router call now, not after the client has read
         if error is None and not finished:
             error = interrupted()
         # A failed stream ends with an error event and never a clean [DONE].
@@ -295,7 +291,7 @@ class Handlers:
         return response
 
     async def _with_heartbeats(self, events: AsyncIterator[pb.ChatEvent],
-                               response: web.StreamResponse) -> AsyncIterator[pb.ChatEvent]:
+                               response: BoundedWriter) -> AsyncIterator[pb.ChatEvent]:
         """The events, with an SSE comment written whenever the upstream is
         silent for ``sse_heartbeat_s`` (a reasoning model thinking), so that no
         proxy or client between here and the user times the stream out."""

@@ -15,9 +15,10 @@ published OpenAPI document in ``openapi.py``.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 from pydantic_core import PydanticCustomError
 
 # Union member tags start with "#" so that an error location can tell them
@@ -321,6 +322,32 @@ Stop = Annotated[
     _shape("a string or an array of strings", string=str, array=list),
 ]
 _Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+
+# Identifiers (model names, fallbacks, users, sessions, tags) reach routing,
+# response headers, logs and usage events: bounded and free of control
+# characters, so no CR/LF can ever split a header or a log line.
+IDENTIFIER_MAX_LENGTH = 256
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+CONTROL_CHARACTERS = "must not contain control characters (such as CR, LF or NUL)"
+
+
+def identifier_problem(value: str) -> str | None:
+    """Why ``value`` is not a valid identifier, or None."""
+    if len(value) > IDENTIFIER_MAX_LENGTH:
+        return f"must be at most {IDENTIFIER_MAX_LENGTH} characters long"
+    if _CONTROL.search(value):
+        return CONTROL_CHARACTERS
+    return None
+
+
+def _no_control_characters(value: str) -> str:
+    if _CONTROL.search(value):
+        raise PydanticCustomError("invalid_identifier", CONTROL_CHARACTERS)
+    return value
+
+
+Identifier = Annotated[str, Field(max_length=IDENTIFIER_MAX_LENGTH), AfterValidator(_no_control_characters)]
+_Identifiers = Annotated[list[Identifier], Field(max_length=32)]
 _MetadataKey = Annotated[str, Field(max_length=64)]
 _MetadataValue = Annotated[str, Field(max_length=512)]
 
@@ -334,7 +361,7 @@ class ChatCompletionRequest(_Strict):
     model_config = ConfigDict(extra="allow", strict=True, validate_by_name=True, validate_by_alias=True)
 
     messages: Annotated[list[ChatCompletionMessage], Field(min_length=1)]
-    model: str | None = None
+    model: Identifier | None = None
     audio: dict[str, Any] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     function_call: Any = None  # deprecated; passed through
@@ -349,10 +376,10 @@ class ChatCompletionRequest(_Strict):
     parallel_tool_calls: bool | None = None
     prediction: dict[str, Any] | None = None
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
-    prompt_cache_key: str | None = None
+    prompt_cache_key: Identifier | None = None
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
     response_format: ResponseFormat | None = None
-    safety_identifier: str | None = None
+    safety_identifier: Identifier | None = None
     seed: _Int64 | None = None
     service_tier: Literal["auto", "default", "flex", "scale", "priority", "fast"] | None = None
     stop: Stop | None = None
@@ -364,19 +391,19 @@ class ChatCompletionRequest(_Strict):
     tools: list[ChatCompletionTool] | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     top_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
-    user: Annotated[str, Field(max_length=256)] | None = None
+    user: Identifier | None = None
     verbosity: Literal["low", "medium", "high"] | None = None
     web_search_options: dict[str, Any] | None = None
     # Extensions: Bifrost, Mesh, oMLX, Modelux.
-    fallbacks: list[str] | None = None
-    models: list[str] | None = None
-    template: str | None = None
-    variables: dict[str, str] | None = None
-    session_id: str | None = None
+    fallbacks: _Identifiers | None = None
+    models: _Identifiers | None = None
+    template: Identifier | None = None
+    variables: dict[Identifier, str] | None = None
+    session_id: Identifier | None = None
     top_k: Annotated[int, Field(ge=-1, le=2**31 - 1)] | None = None  # -1 and 0 mean "off" (vLLM)
     min_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
-    mlx_tags: dict[str, str] | None = Field(None, alias="mlx:tags")
-    mlx_end_user: str | None = Field(None, alias="mlx:end_user")
+    mlx_tags: Annotated[dict[Identifier, Identifier], Field(max_length=64)] | None = Field(None, alias="mlx:tags")
+    mlx_end_user: Identifier | None = Field(None, alias="mlx:end_user")
     mlx_cache: MlxCache | None = Field(None, alias="mlx:cache")
     mlx_trace: bool | None = Field(None, alias="mlx:trace")
 

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from edge.openai_schema import UNION_TAG, ChatCompletionRequest
+from edge.openai_schema import UNION_TAG, ChatCompletionRequest, identifier_problem
 from switchyard.config import Limits
 from switchyard.errors import InvalidRequestError
 
@@ -97,7 +97,10 @@ def _string_too_long(param: str | None, length: int, limit: int) -> InvalidReque
 
 def _param_of(loc: tuple[int | str, ...], data: Any) -> str:
     """OpenAI's name for an error location: ``messages[0].content[1].type``.
-    Union member tags (``#...``) are dropped unless they are real keys."""
+    Union member tags (``#...``) are dropped unless they are real keys; a key
+    that is no fit identifier itself (a CR or LF in it) is named by its object."""
+    if len(loc) >= 2 and loc[-1] == "[key]" and isinstance(loc[-2], str) and identifier_problem(loc[-2]):
+        loc = loc[:-2]
     out: list[str] = []
     node = data
     for part in loc:

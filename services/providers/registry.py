@@ -32,11 +32,17 @@ class _Provider:
     gate: KeyGate
 
 
+# Requests one key may have waiting for its share of a provider's pool: as
+# many as one edge process admits at once, so a burst the edge accepted is
+# queued here, not refused (a waiter costs a future; the wait is bounded by
+# the attempt's time-to-first-token timeout).
+MAX_WAITING_PER_KEY = 4096
+
+
 def new_gate(spec: ProviderSpec) -> KeyGate:
-    """The provider's pool shared by keys: each key may hold its configured
-    share, and as many requests again may wait for it as the pool holds."""
+    """The provider's pool shared by keys: each key may hold its configured share."""
     per_key = spec.max_connections_per_key or max(1, spec.max_connections // 2)
-    return KeyGate(spec.max_connections, per_key, max_waiting=spec.max_connections)
+    return KeyGate(spec.max_connections, per_key, max_waiting=max(MAX_WAITING_PER_KEY, spec.max_connections))
 
 
 class ProviderRegistry:

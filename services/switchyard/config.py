@@ -149,8 +149,20 @@ class Limits(_Strict):
     max_messages: Annotated[int, Field(ge=1)] = 2048
     max_string_chars: Annotated[int, Field(ge=1)] = 4 * 1024 * 1024
     # Requests one edge process serves at once; beyond it, an immediate 503
-    # with retry-after instead of queueing until everything is slow.
+    # with retry-after instead of queueing until everything is slow. A request
+    # counts only once its body has been read.
     max_concurrent_requests: Annotated[int, Field(ge=1)] = 4096
+    # Requests one API key, and one client address, may have open at once in
+    # one edge process, counted from their headers (body read included);
+    # beyond them an immediate 429 with retry-after.
+    max_concurrent_requests_per_key: Annotated[int, Field(ge=1)] = 1024
+    max_concurrent_requests_per_address: Annotated[int, Field(ge=1)] = 512
+    # Time a client has to send its whole body once the handler starts (408
+    # beyond it); Envoy's request_timeout bounds the same from its side.
+    body_read_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    # Bytes of an SSE stream the edge holds for a client that does not read
+    # them; beyond it the stream ends with an error event.
+    max_stream_buffer_bytes: Annotated[int, Field(ge=16 * 1024)] = 1024 * 1024
 
 
 # ------------------------------------------------------------------ routing --

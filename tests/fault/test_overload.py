@@ -17,6 +17,7 @@ from openai import AsyncOpenAI
 
 from switchyard.launcher import Mesh, MeshSettings
 from tests.e2e.conftest import marker, running_mesh, write_test_config
+from tests.fault.rawhttp import burst, chat_request, shares
 from tests.fault.test_replicas import wait_received
 
 LIMIT = 3
@@ -60,3 +61,14 @@ async def test_over_capacity_is_rejected_fast_with_retry_after(small_mesh: Mesh)
         again = await client.chat.completions.create(model="gpt-4o-mini",
                                                      messages=[{"role": "user", "content": "after"}])
         assert again.choices[0].finish_reason == "stop"
+
+
+async def test_a_burst_beyond_the_limit_is_refused_with_the_envelope_and_retry_after(small_mesh: Mesh) -> None:
+    head, body = chat_request(small_mesh.api_key, {"model": "gpt-4o-mini", "messages": [
+        {"role": "user", "content": f"{marker()} burst [[sim delay_ms=1000]]"}]})
+    answers = await burst(small_mesh.public_port, head + body, 300)
+    figures = shares(answers)
+    print(f"burst of 300 new connections at a limit of {LIMIT}: {figures}")
+    assert figures.get("ok", 0) >= LIMIT
+    assert set(figures) == {"ok", "json 503"}, figures  # nothing text/plain, nothing unanswered
+    assert all(a.headers["retry-after"] == "1" for a in answers if a.status == 503)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import orjson
 
-from edge.openai_schema import ChatCompletionRequest
+from edge.openai_schema import ChatCompletionRequest, identifier_problem
 from switchyard.errors import InvalidRequestError
 from switchyard.v1 import chat_pb2 as pb
 
@@ -27,6 +27,8 @@ def apply(headers: Mapping[str, str], req: ChatCompletionRequest, routing: pb.Ro
         if "no-cache" in (directive.strip().lower() for directive in cache.split(",")):
             routing.cache_skip = True
     if user := headers.get(USER_ID, "").strip():
+        if problem := identifier_problem(user):
+            raise InvalidRequestError(f"X-Muxx-User-Id {problem}", param="X-Muxx-User-Id")
         routing.end_user = user
 
 
@@ -47,4 +49,6 @@ def parse_metadata(raw: str) -> dict[str, str]:
             raise InvalidRequestError(f"X-Muxx-Metadata: the value of {key!r} must be a string, number or boolean",
                                       param="X-Muxx-Metadata")
         tags[key] = value if isinstance(value, str) else orjson.dumps(value).decode()
+        if problem := identifier_problem(key) or identifier_problem(tags[key]):
+            raise InvalidRequestError(f"X-Muxx-Metadata: every key and value {problem}", param="X-Muxx-Metadata")
     return tags

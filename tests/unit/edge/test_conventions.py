@@ -64,6 +64,20 @@ def test_muxx_bad_metadata(raw: str) -> None:
     assert info.value.status == 400
 
 
+@pytest.mark.parametrize(("headers", "param"), [
+    ({"X-Muxx-User-Id": "u" * 257}, "X-Muxx-User-Id"),
+    ({"X-Muxx-User-Id": "u\x01"}, "X-Muxx-User-Id"),
+    ({"X-Muxx-Metadata": '{"team": "a\\r\\nb"}'}, "X-Muxx-Metadata"),  # JSON escapes smuggle a CR/LF
+    ({"X-Muxx-Metadata": '{"te\\nam": "a"}'}, "X-Muxx-Metadata"),
+    ({"X-Muxx-Metadata": orjson.dumps({"team": "v" * 257}).decode()}, "X-Muxx-Metadata"),
+])
+def test_muxx_identifiers_are_validated(headers: dict[str, str], param: str) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        routed(headers)
+    assert info.value.param == param
+    assert info.value.status == 400
+
+
 # ----------------------------------------------------------------- modelux --
 
 

@@ -409,6 +409,61 @@ def test_top_level_must_be_an_object(body: bytes) -> None:
     assert err.param is None
 
 
+# ------------------------------------------------------------- identifiers --
+
+# Fields that reach routing, response headers, logs and usage events.
+IDENTIFIER_FIELDS = [
+    ({"model": "gpt\r\n4o"}, "model"),
+    ({"model": "gpt-4o\nx-injected: 1"}, "model"),
+    ({"model": "gpt\x00"}, "model"),
+    ({"model": "gpt\x7f"}, "model"),
+    ({"model": "gpt\u2028"}, "model"),
+    ({"fallbacks": ["openai/gpt-4o", "bad\rmodel"]}, "fallbacks[1]"),
+    ({"models": ["gpt-4o", "x\n"]}, "models[1]"),
+    ({"user": "u\r\n"}, "user"),
+    ({"session_id": "s\n1"}, "session_id"),
+    ({"template": "t\x1b[31m"}, "template"),
+    ({"mlx:end_user": "e\n"}, "mlx:end_user"),
+    ({"mlx:tags": {"team": "a\r\nb"}}, "mlx:tags.team"),
+    ({"mlx:tags": {"te\nam": "a"}}, "mlx:tags"),  # the bad key itself is not echoed as a param
+    ({"variables": {"na\nme": "free text\nis fine in values"}}, "variables"),
+    ({"safety_identifier": "s\t"}, "safety_identifier"),
+    ({"prompt_cache_key": "k\n"}, "prompt_cache_key"),
+]
+
+
+@pytest.mark.parametrize(("fields", "param"), IDENTIFIER_FIELDS)
+def test_identifiers_with_control_characters_are_rejected(fields: dict[str, Any], param: str) -> None:
+    err = rejected({"messages": USER, **fields})
+    assert err.param == param
+    assert err.code == "invalid_value"
+    assert "control characters" in err.message
+    assert "\n" not in (err.param or "") and "\r" not in (err.param or "")
+
+
+@pytest.mark.parametrize("field", ["model", "user", "session_id", "template", "mlx:end_user", "safety_identifier"])
+def test_identifiers_longer_than_256_are_rejected(field: str) -> None:
+    assert parse({"messages": USER, field: "m" * 256}) is not None
+    err = rejected({"messages": USER, field: "m" * 100_000})
+    assert err.param == field
+    assert err.code == "string_above_max_length"
+    assert "maximum length 256" in err.message
+
+
+def test_identifier_lists_and_tags_are_bounded() -> None:
+    assert rejected(with_field(fallbacks=["m"] * 33)).param == "fallbacks"
+    assert rejected(with_field(models=["m"] * 33)).param == "models"
+    assert rejected(with_field(**{"mlx:tags": {f"k{i}": "v" for i in range(65)}})).param == "mlx:tags"
+    assert rejected(with_field(fallbacks=["m" * 257])).param == "fallbacks[0]"
+
+
+def test_ordinary_identifiers_pass() -> None:
+    req = parse(with_field(model="local/meta-llama/Llama-3-8B:Q4_K_M", fallbacks=["anthropic/claude-haiku-4-5"],
+                           user="user@example.com", session_id="sess 42", **{"mlx:tags": {"team": "search ünï"}}))
+    assert req.model == "local/meta-llama/Llama-3-8B:Q4_K_M"
+    assert req.mlx_tags == {"team": "search ünï"}
+
+
 # ------------------------------------------------------------------ openapi --
 
 

@@ -139,6 +139,30 @@ async def listener_targets(http: aiohttp.ClientSession, admin_url: str) -> dict[
     return targets
 
 
+@contextlib.asynccontextmanager
+async def running_envoy(config_text: str, run: Path) -> AsyncIterator[str]:
+    """Envoy on ``config_text`` (rendered with admin_port=0); yields its admin URL, stops it after."""
+    config = run / "envoy.yaml"
+    config.write_text(config_text)
+    log = run / "envoy.log"
+    admin_path = run / "admin-address"
+    with log.open("wb") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            ENVOY or "envoy", "-c", str(config), "--disable-hot-restart", "--log-level", "warn",
+            "--concurrency", "1", "--admin-address-path", str(admin_path),
+            stdout=log_file, stderr=log_file, stdin=asyncio.subprocess.DEVNULL)
+    try:
+        yield await wait_until_ready(process, admin_path, log)
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
 @pytest_asyncio.fixture(scope="module")
 async def stack() -> AsyncIterator[Stack]:
     # Short path: Unix socket paths are limited to ~107 bytes.
@@ -147,7 +171,6 @@ async def stack() -> AsyncIterator[Stack]:
     runner = web.AppRunner(edge_app(edge_state))
     router = FakeRouter()
     grpc_server = grpc.aio.server()
-    process: asyncio.subprocess.Process | None = None
     http = aiohttp.ClientSession()
     try:
         await runner.setup()
@@ -163,31 +186,16 @@ async def stack() -> AsyncIterator[Stack]:
         await grpc_server.start()
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
 
-        config = run / "envoy.yaml"
-        config.write_text(render.render_local(
+        config = render.render_local(
             public_addr="127.0.0.1:0", edge_addr=f"127.0.0.1:{edge_port}",
             router_listen_addr=f"unix:{run}/envoy-router.sock", router_addrs=[f"unix:{run}/router.sock"],
-            provider_listen_addr="127.0.0.1:0", provider_addrs=[f"127.0.0.1:{grpc_port}"], admin_port=0))
-        log = run / "envoy.log"
-        admin_path = run / "admin-address"
-        with log.open("wb") as log_file:
-            process = await asyncio.create_subprocess_exec(
-                ENVOY or "envoy", "-c", str(config), "--disable-hot-restart", "--log-level", "warn",
-                "--concurrency", "1", "--admin-address-path", str(admin_path),
-                stdout=log_file, stderr=log_file, stdin=asyncio.subprocess.DEVNULL)
-        admin_url = await wait_until_ready(process, admin_path, log)
-        targets = await listener_targets(http, admin_url)
-        yield Stack(front_url=f"http://{targets['front']}", admin_url=admin_url,
-                    router_egress=targets["router_egress"], provider_egress=targets["provider_egress"],
-                    edge=edge_state, router=router, http=http)
+            provider_listen_addr="127.0.0.1:0", provider_addrs=[f"127.0.0.1:{grpc_port}"], admin_port=0)
+        async with running_envoy(config, run) as admin_url:
+            targets = await listener_targets(http, admin_url)
+            yield Stack(front_url=f"http://{targets['front']}", admin_url=admin_url,
+                        router_egress=targets["router_egress"], provider_egress=targets["provider_egress"],
+                        edge=edge_state, router=router, http=http)
     finally:
-        if process is not None and process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), 10)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
         await http.close()
         await grpc_server.stop(0)
         await runner.cleanup()

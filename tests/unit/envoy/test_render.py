@@ -281,3 +281,38 @@ def test_check_settings_names_every_broken_promise() -> None:
     assert any("'front'" in p and "timeout is '15s', expected '0s'" in p for p in problems)
     assert any("use_remote_address is False" in p for p in problems)
     assert len(problems) == 3
+
+
+def test_http_listeners_answer_in_json_and_time_out_uploads_but_grpc_hops_do_not() -> None:
+    doc = yaml.safe_load(local_tcp(settings=render.Settings(request_timeout_s=45)))
+    by_name = listeners(doc)
+    front = hcm(by_name["front"])
+    assert front["request_timeout"] == "45s"
+    mappers = front["local_reply_config"]["mappers"]
+    assert len(mappers) == 2 * len(render.LOCAL_REPLIES)
+    for mapper in mappers:
+        error = mapper["body_format_override"]["json_format"]["error"]
+        assert set(error) == {"message", "type", "param", "code"} and error["param"] is None
+        assert mapper["headers_to_add"][0]["header"]["key"] == "x-request-id"
+    # A session stream's request side stays open for the session's life.
+    for name in ("router_egress", "provider_egress"):
+        assert hcm(by_name[name])["request_timeout"] == "0s"
+        assert "local_reply_config" not in hcm(by_name[name])
+    edge = clusters(doc)["edge"]["circuit_breakers"]
+    assert edge["thresholds"][0]["max_pending_requests"] == 8192
+    assert edge["per_host_thresholds"][0]["max_connections"] == 8192
+    assert clusters(doc)["router"]["circuit_breakers"]["thresholds"][0]["max_pending_requests"] == 100_000
+
+
+def test_check_settings_names_missing_upload_timeout_json_replies_and_edge_limits() -> None:
+    doc = yaml.safe_load(local_tcp())
+    front = hcm(listeners(doc)["front"])
+    front["request_timeout"] = "0s"
+    del front["local_reply_config"]
+    del clusters(doc)["edge"]["circuit_breakers"]["per_host_thresholds"]
+    problems = render.check_settings(render.settings_from_config_dump(config_dump_of(doc)))
+    assert any("'front': request_timeout is '0s', expected '60s'" in p for p in problems)
+    assert any("'front': local_reply_mappers is 0" in p for p in problems)
+    assert any("'front': local_reply_json is False" in p for p in problems)
+    assert any("'edge': max_connections_per_host is None, expected 8192" in p for p in problems)
+    assert len(problems) == 4

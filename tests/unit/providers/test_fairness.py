@@ -93,6 +93,6 @@ async def test_registry_share_default_and_configured() -> None:
     registry = ProviderRegistry(config)
     try:
         gates = [registry.attempt_spec(name, "m").gate for name in ("a", "b")]
-        assert [(g.total, g.per_key, g.max_waiting) for g in gates] == [(10, 5, 10), (10, 3, 10)]
+        assert [(g.total, g.per_key, g.max_waiting) for g in gates] == [(10, 5, 4096), (10, 3, 4096)]
     finally:
         await registry.close()
