@@ -1,84 +1,65 @@
-"""Starts and stops the whole local mesh: NATS (JetStream), the upstream
-simulator when needed, provider worker, router, edge, and one Envoy process
-acting as front proxy and as the sidecar between the services.
+"""Starts, supervises and stops the whole local mesh: NATS (JetStream, with
+generated credentials), the upstream simulator when needed, provider worker,
+router, edge, and one Envoy process acting as front proxy and as the sidecar
+between the services.
 
-Used by ``make run`` (deploy/local/run.py) and by the end-to-end test fixture,
-so the tests exercise exactly what a developer runs. Internal hops use Unix
-domain sockets in the run directory; only Envoy's front listener, NATS and
-the simulator use TCP on 127.0.0.1.
+Developer tooling, not runtime: used by ``make run`` (deploy/local/run.py)
+and by the test fixtures, so the tests exercise exactly what a developer
+runs. Internal hops use Unix sockets in the run directory (mode 0700, so
+only this Unix user can connect); only Envoy's front listener, NATS and the
+simulator use TCP on 127.0.0.1. A child that dies is restarted with back-off
+(``supervisor.py``); one that keeps dying stops the mesh.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import importlib.util
 import os
 import secrets
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from deploy.local import nats_auth
+from deploy.local.probes import bin_path, free_port, grpc_serving, http_ok, tcp_open
+from deploy.local.process import Process
+from deploy.local.supervisor import RestartPolicy, Supervisor
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ROOT / "services"
 DEFAULT_CONFIG = ROOT / "deploy" / "local" / "switchyard.yaml"
 
-# Provider key variable → (base-URL override variable, simulator path).
+# Provider key variable → (base-URL override variable, simulator path). A
+# provider with neither variable set is pointed at the simulator.
 SIMULATED_PROVIDERS = {
     "OPENAI_API_KEY": ("SWITCHYARD_OPENAI_BASE_URL", "/v1"),
     "ANTHROPIC_API_KEY": ("SWITCHYARD_ANTHROPIC_BASE_URL", ""),
     "GEMINI_API_KEY": ("SWITCHYARD_GEMINI_BASE_URL", ""),
     "SWITCHYARD_LOCAL_API_KEY": ("SWITCHYARD_LOCAL_BASE_URL", "/compat/v1"),
 }
-
-
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it if the launcher dies, so a
-    killed test run or `make run` never leaves orphaned services behind."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-PASSED_SETTINGS = frozenset({"SWITCHYARD_TRANSPORT", "SWITCHYARD_UVLOOP", "SWITCHYARD_LOG_LEVEL",
-                             "SWITCHYARD_EDGE_SESSIONS", "SWITCHYARD_ROUTER_SESSIONS",
-                             "SWITCHYARD_EDGE_SSE_HEARTBEAT_S", "SWITCHYARD_TRACE_DIR", "SWITCHYARD_TRACE_SAMPLE"})
+# What the launcher decides itself, whatever the caller's environment says.
+LAUNCHER_SETTINGS = ("SWITCHYARD_EDGE_ADDRESS", "SWITCHYARD_ROUTER_ADDRESS", "SWITCHYARD_PROVIDERS_ADDRESS",
+                     "SWITCHYARD_EDGE_ROUTER_TARGET", "SWITCHYARD_ROUTER_PROVIDERS_TARGET",
+                     "SWITCHYARD_NATS_URL", "SWITCHYARD_ROUTER_SPOOL")
 
 
 class MeshError(RuntimeError):
     """The mesh could not start; the message says which part and why."""
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def bin_path(name: str) -> str:
-    """A console script from this interpreter's environment, else from PATH."""
-    candidate = Path(sys.executable).parent / name
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which(name)
-    if not found:
-        raise MeshError(f"{name} not found: run `make setup`")
-    return found
+def isolated_environ(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without any Switchyard or upstream-key
+    setting, plus ``extra``: what tests and benchmarks give a mesh, so that
+    a developer's exported variables cannot change their outcome."""
+    upstream_keys = set(SIMULATED_PROVIDERS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_") and k not in upstream_keys}
+    env.update(extra or {})
+    return env
 
 
 def load_envoy_renderer() -> ModuleType:
@@ -91,71 +72,19 @@ def load_envoy_renderer() -> ModuleType:
 
 
 @dataclass
-class Process:
-    """A child process whose output goes to a log file and optionally to a
-    line sink with a name prefix."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    sink: Callable[[str], None] | None = None
-    popen: subprocess.Popen[bytes] | None = None
-    _pump: threading.Thread | None = None
-
-    def start(self) -> None:
-        self.popen = subprocess.Popen(self.argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=True,
-                                      preexec_fn=_die_with_parent)
-        self._pump = threading.Thread(target=self._copy_output, name=f"log-{self.name}", daemon=True)
-        self._pump.start()
-
-    def _copy_output(self) -> None:
-        assert self.popen and self.popen.stdout
-        with open(self.log_path, "ab") as log:
-            for line in self.popen.stdout:
-                log.write(line)
-                log.flush()
-                if self.sink is not None:
-                    self.sink(f"{self.name:>9} | {line.decode(errors='replace').rstrip()}")
-
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def signal(self, sig: int) -> None:
-        if self.alive():
-            assert self.popen
-            with contextlib.suppress(ProcessLookupError):
-                self.popen.send_signal(sig)
-
-    def stop(self, grace: float) -> int | None:
-        if self.popen is None:
-            return None
-        self.signal(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            self.signal(signal.SIGKILL)
-            self.popen.wait(timeout=5)
-        if self._pump is not None:
-            self._pump.join(timeout=2)
-        return self.popen.returncode
-
-
-@dataclass
 class MeshSettings:
     run_dir: Path
     public_port: int = 8080
-    config_path: Path = DEFAULT_CONFIG
-    api_key: str | None = None
+    config_path: Path | None = None  # None: SWITCHYARD_CONFIG from the environment, else DEFAULT_CONFIG
+    api_key: str | None = None  # None: SWITCHYARD_API_KEY from the environment, else a generated one
+    # The environment every service inherits (None: this process's, as `make run` does).
+    environ: Mapping[str, str] | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)  # added on top of ``environ``
     simulator_port: int = 0
     nats_port: int = 0
-    admin_port: int = 0
     sink: Callable[[str], None] | None = None
-    extra_env: dict[str, str] = field(default_factory=dict)
     stop_grace_s: float = 10.0
-    # Tests: use the simulator for every provider even if real keys are set.
-    force_simulator: bool = False
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
     router_replicas: int = 1
     provider_replicas: int = 1
 
@@ -168,18 +97,26 @@ class Mesh:
         self.processes: dict[str, Process] = {}
         run = settings.run_dir
         run.mkdir(parents=True, exist_ok=True)
+        run.chmod(0o700)  # the trust boundary of every socket inside is this Unix user
         (run / "logs").mkdir(exist_ok=True)
-        self.api_key = settings.api_key or os.environ.get("SWITCHYARD_API_KEY") or "sy_dev_" + secrets.token_hex(20)
+        self.environ = dict(os.environ if settings.environ is None else settings.environ)
+        self.environ.update(settings.extra_env)
+        self.config_path = Path(settings.config_path or self.environ.get("SWITCHYARD_CONFIG") or DEFAULT_CONFIG)
+        self.api_key = settings.api_key or self.environ.get("SWITCHYARD_API_KEY") or "sy_dev_" + secrets.token_hex(20)
         self.public_port = settings.public_port or free_port()
         self.simulator_port = settings.simulator_port or free_port()
         self.nats_port = settings.nats_port or free_port()
-        self.admin_port = settings.admin_port or free_port()
+        self.nats_passwords = nats_auth.generate_passwords()
         self.routers = replica_names("router", settings.router_replicas)
         self.providers = replica_names("providers", settings.provider_replicas)
         self.sockets = {name: run / f"{name}.sock" for name in
-                        ("edge", *self.routers, *self.providers, "envoy-router", "envoy-providers")}
+                        ("edge", *self.routers, *self.providers, "envoy-router", "envoy-providers", "envoy-admin")}
         self.simulated: list[str] = []
         self.env = self._service_env()
+        self.failed = threading.Event()
+        self.failure: str | None = None
+        self._stop_lock = threading.Lock()
+        self._supervisor = Supervisor(settings.restart, self._say, self._give_up)
 
     @property
     def base_url(self) -> str:
@@ -191,40 +128,56 @@ class Mesh:
 
     @property
     def nats_url(self) -> str:
+        """NATS without credentials (it refuses such clients)."""
         return f"nats://127.0.0.1:{self.nats_port}"
 
+    def nats_url_for(self, user: str) -> str:
+        """NATS with the credentials of ``user`` (see ``nats_auth.USERS``)."""
+        return nats_auth.user_url(self.nats_port, user, self.nats_passwords[user])
+
     @property
-    def admin_url(self) -> str:
-        return f"http://127.0.0.1:{self.admin_port}"
+    def admin(self) -> str:
+        """Envoy's admin interface: a Unix socket only this user can open."""
+        return f"unix:{self.sockets['envoy-admin']}"
+
+    @property
+    def restarts(self) -> Counter[str]:
+        return self._supervisor.restarts
 
     def _service_env(self) -> dict[str, str]:
-        # Hermetic: only tuning knobs pass from the caller's SWITCHYARD_* settings.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_") or k in PASSED_SETTINGS}
-        env.update(self.settings.extra_env)
-        env["PYTHONPATH"] = str(SERVICES)
+        # The caller's environment reaches every service; the launcher only
+        # adds what it runs itself (addresses, NATS, the simulator).
+        env = {k: v for k, v in self.environ.items() if k not in LAUNCHER_SETTINGS}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SERVICES), env.get("PYTHONPATH")]))
         env["PYTHONUNBUFFERED"] = "1"
-        env["SWITCHYARD_CONFIG"] = str(self.settings.config_path)
+        env["SWITCHYARD_CONFIG"] = str(self.config_path.resolve())
         env["SWITCHYARD_API_KEY"] = self.api_key
-        env["SWITCHYARD_NATS_URL"] = self.nats_url
         sim_key = "sim_" + secrets.token_hex(16)
         for key_var, (url_var, path) in SIMULATED_PROVIDERS.items():
-            if self.settings.force_simulator or (not env.get(key_var) and url_var not in self.settings.extra_env):
+            if not env.get(key_var) and not env.get(url_var):
                 env[key_var] = sim_key
                 env[url_var] = self.simulator_url + path
                 self.simulated.append(key_var)
         return env
 
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Process:
+    def _say(self, message: str) -> None:
+        line = f"{time.strftime('%H:%M:%S')} {message}"
+        with open(self.settings.run_dir / "logs" / "launcher.log", "a") as log:
+            log.write(line + "\n")
+        if self.settings.sink is not None:
+            self.settings.sink(f"{'launcher':>11} | {message}")
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None,
+               sockets: tuple[Path, ...] = ()) -> Process:
         process = Process(name, argv, env or self.env, self.settings.run_dir / "logs" / f"{name}.log",
-                          self.settings.sink)
+                          self.settings.sink, sockets=sockets, on_exit=self._supervisor.notify)
         self.processes[name] = process
         process.start()
+        self._say(f"{name} started (pid {process.pid})")
         return process
 
-    def _python(self, module: str, name: str, extra: dict[str, str]) -> Process:
-        env = dict(self.env)
-        env.update(extra)
-        return self._spawn(name, [sys.executable, "-m", module], env)
+    def _python(self, module: str, name: str, extra: dict[str, str], sockets: tuple[Path, ...]) -> Process:
+        return self._spawn(name, [sys.executable, "-m", module], {**self.env, **extra}, sockets)
 
     def start(self, timeout: float = 60.0) -> None:
         try:
@@ -232,33 +185,36 @@ class Mesh:
         except BaseException:
             self.stop()
             raise
+        self._supervisor.start()
 
     def _start(self, deadline: float) -> None:
-        if _tcp_open(self.public_port):
+        if tcp_open(self.public_port):
             # Checked before touching the run directory: its sockets may
             # belong to a mesh that is already running there.
             raise MeshError(f"port {self.public_port} is already in use (is another `make run` up?); "
                             "set SWITCHYARD_PORT to use another")
-        for sock in self.sockets.values():
-            sock.unlink(missing_ok=True)
         run = self.settings.run_dir
         (run / "nats").mkdir(exist_ok=True)
-        self._spawn("nats", [bin_path("nats-server"), "-js", "-a", "127.0.0.1", "-p", str(self.nats_port),
-                             "-sd", str(run / "nats"), "--no_advertise"])
+        nats_config = run / "nats.conf"
+        nats_auth.write_server_config(nats_config, port=self.nats_port, store_dir=run / "nats",
+                                      passwords=self.nats_passwords)
+        self._spawn("nats", [bin_path("nats-server"), "-c", str(nats_config)])
         if self.simulated:
             self._spawn("simulator", [sys.executable, "-m", "simulator", "--port", str(self.simulator_port)])
         for name in self.providers:
-            self._python("providers", name, {"SWITCHYARD_PROVIDERS_ADDRESS": f"unix:{self.sockets[name]}"})
+            self._python("providers", name, {"SWITCHYARD_PROVIDERS_ADDRESS": f"unix:{self.sockets[name]}"},
+                         (self.sockets[name],))
         for name in self.routers:
             self._python("router", name, {
                 "SWITCHYARD_ROUTER_SPOOL": str(run / "spool" / f"{name}.usage"),
                 "SWITCHYARD_ROUTER_ADDRESS": f"unix:{self.sockets[name]}",
                 "SWITCHYARD_ROUTER_PROVIDERS_TARGET": f"unix:{self.sockets['envoy-providers']}",
-            })
+                "SWITCHYARD_NATS_URL": self.nats_url_for("router"),
+            }, (self.sockets[name],))
         self._python("edge", "edge", {
             "SWITCHYARD_EDGE_ADDRESS": f"unix:{self.sockets['edge']}",
             "SWITCHYARD_EDGE_ROUTER_TARGET": f"unix:{self.sockets['envoy-router']}",
-        })
+        }, (self.sockets["edge"],))
         envoy_config = run / "envoy.yaml"
         renderer = load_envoy_renderer()
         envoy_config.write_text(renderer.render_local(
@@ -268,22 +224,24 @@ class Mesh:
             router_addrs=[f"unix:{self.sockets[name]}" for name in self.routers],
             provider_listen_addr=f"unix:{self.sockets['envoy-providers']}",
             provider_addrs=[f"unix:{self.sockets[name]}" for name in self.providers],
-            admin_port=self.admin_port,
+            admin_path=str(self.sockets["envoy-admin"]),
         ))
         self._spawn("envoy", [bin_path("envoy"), "-c", str(envoy_config), "--log-level", "warn",
-                              "--disable-hot-restart", "--base-id", str(self.admin_port),
-                              "--concurrency", os.environ.get("SWITCHYARD_ENVOY_CONCURRENCY", "1")])
+                              "--disable-hot-restart",
+                              "--concurrency", self.environ.get("SWITCHYARD_ENVOY_CONCURRENCY", "1")],
+                    sockets=(self.sockets["envoy-router"], self.sockets["envoy-providers"],
+                             self.sockets["envoy-admin"]))
 
-        self._wait("nats", deadline, lambda: _tcp_open(self.nats_port))
+        self._wait("nats", deadline, lambda: tcp_open(self.nats_port))
         if self.simulated:
-            self._wait("simulator", deadline, lambda: _http_ok(f"{self.simulator_url}/healthz"))
+            self._wait("simulator", deadline, lambda: http_ok(f"{self.simulator_url}/healthz"))
         for name in (*self.providers, *self.routers):
-            self._wait(name, deadline, lambda name=name: _grpc_serving(f"unix:{self.sockets[name]}"))
-        self._wait("envoy", deadline, lambda: _http_ok(f"{self.admin_url}/ready"))
-        self._wait("edge", deadline, lambda: _http_ok(f"http://127.0.0.1:{self.public_port}/readyz"))
-        self._wait("router", deadline, lambda: _grpc_serving(f"unix:{self.sockets['envoy-router']}"))
-        self._wait("providers", deadline, lambda: _grpc_serving(f"unix:{self.sockets['envoy-providers']}"))
-        renderer.assert_settings(self.admin_url)
+            self._wait(name, deadline, lambda name=name: grpc_serving(f"unix:{self.sockets[name]}"))
+        self._wait("envoy", deadline, lambda: renderer.admin_ok(self.admin, "/ready"))
+        self._wait("edge", deadline, lambda: http_ok(f"http://127.0.0.1:{self.public_port}/readyz"))
+        self._wait("router", deadline, lambda: grpc_serving(f"unix:{self.sockets['envoy-router']}"))
+        self._wait("providers", deadline, lambda: grpc_serving(f"unix:{self.sockets['envoy-providers']}"))
+        renderer.assert_settings(self.admin)
 
     def _wait(self, name: str, deadline: float, check: Callable[[], bool]) -> None:
         """Poll ``check`` with a short back-off until it passes, the process
@@ -307,42 +265,27 @@ class Mesh:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
     def logs(self) -> str:
-        return "\n".join(f"===== {name} =====\n{self.tail(name, 200)}" for name in self.processes)
+        return "\n".join(f"===== {name} =====\n{self.tail(name, 200)}" for name in ("launcher", *self.processes))
+
+    def _give_up(self, reason: str) -> None:
+        self.failure = reason
+        self._say(reason)
+        self.stop()
+        self.failed.set()
 
     def stop(self) -> dict[str, int | None]:
         """Stop in reverse dependency order: front first, NATS last."""
         codes: dict[str, int | None] = {}
-        for name in ("envoy", "edge", *self.routers, *self.providers, "simulator", "nats"):
-            process = self.processes.get(name)
-            if process is not None:
-                codes[name] = process.stop(self.settings.stop_grace_s)
+        with self._stop_lock:
+            self._supervisor.pause()
+            for name in ("envoy", "edge", *self.routers, *self.providers, "simulator", "nats"):
+                process = self.processes.get(name)
+                if process is not None:
+                    codes[name] = process.stop(self.settings.stop_grace_s)
+            self._supervisor.stop()
         return codes
 
 
 def replica_names(base: str, count: int) -> list[str]:
     """``router``, ``router-2``, ... so a single replica keeps the plain name."""
     return [base if i == 1 else f"{base}-{i}" for i in range(1, count + 1)]
-
-
-def _tcp_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _grpc_serving(target: str) -> bool:
-    try:
-        with grpc.insecure_channel(target) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-            return reply.status == health_pb2.HealthCheckResponse.SERVING
-    except grpc.RpcError:
-        return False

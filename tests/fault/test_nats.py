@@ -8,8 +8,8 @@ import signal
 
 from openai import AsyncOpenAI
 
+from deploy.local.mesh import Mesh
 from switchyard.events import Spool
-from switchyard.launcher import Mesh
 from tests.e2e.test_usage import usage_events
 
 

@@ -14,8 +14,8 @@ import nats.js
 import nats.js.errors
 import pytest
 
+from deploy.local.probes import bin_path, free_port, tcp_open
 from switchyard.events import STREAM, Spool, UsagePublisher
-from switchyard.launcher import _tcp_open, bin_path, free_port
 from switchyard.v1 import usage_pb2 as upb
 
 
@@ -34,7 +34,7 @@ class NatsServer:
                                          "-sd", str(self.store)], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
         async with asyncio.timeout(10):
-            while not _tcp_open(self.port):
+            while not tcp_open(self.port):
                 await asyncio.sleep(0.02)
 
     def stop(self) -> None:
