@@ -181,7 +181,8 @@ class UsagePublisher:
         itself after any later outage."""
 
         async def disconnected() -> None:
-            log.warning("usage: NATS connection lost; spooling")
+            if not self._closing:
+                log.warning("usage: NATS connection lost; spooling")
 
         async def error(exc: Exception) -> None:
             text = str(exc).lower()
@@ -307,8 +308,8 @@ class UsagePublisher:
         try:
             await asyncio.to_thread(self.spool.append, [e.SerializeToString() for e in events])
         except OSError as exc:
-            self._write_failed(exc)
             self._hold(events)
+            self._write_failed(exc)
             return
         for event in events:
             self._headers.pop(event.request_id, None)
