@@ -47,6 +47,8 @@ class Process:
     _pump: threading.Thread | None = field(default=None, repr=False)
 
     def start(self) -> None:
+        if self.alive():
+            raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
         for sock in self.sockets:
             sock.unlink(missing_ok=True)
         self.wanted = True

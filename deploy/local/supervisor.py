@@ -110,7 +110,9 @@ class Supervisor:
                 return  # stopped on purpose meanwhile, or already started again by someone
             try:
                 process.start()
-            except OSError as exc:
+            except RuntimeError:  # started again by someone else meanwhile
+                return
+            except OSError as exc:  # e.g. the binary is gone: counts as one more failure
                 self._say(f"{process.name} could not be restarted: {exc}")
                 self._events.put((process, 1))
                 return
