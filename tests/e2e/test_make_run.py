@@ -80,7 +80,7 @@ def make_run(simulator: SimServer) -> Iterator[MakeRun]:
     run_dir = Path(tempfile.mkdtemp(prefix="sy-mr-"))
     env = isolated_environ({
         "SWITCHYARD_PORT": str(free_port()),
-        "SWITCHYARD_EDGE_REQUEST_TIMEOUT_S": "1",
+        "SWITCHYARD_EDGE_REQUEST_TIMEOUT_S": "3",
         "SWITCHYARD_LOCAL_API_KEY": LOCAL_KEY,
         "SWITCHYARD_LOCAL_BASE_URL": f"{simulator.url}/compat/v1",
     })
@@ -114,16 +114,16 @@ async def test_make_run_passes_settings_survives_deaths_and_stops_cleanly(make_r
         # The caller's settings reach the services.
         with pytest.raises(openai.APIStatusError) as info:
             await client.chat.completions.create(model="gpt-4o-mini",
-                                                 messages=[{"role": "user", "content": "[[sim delay_ms=4000]]"}])
-        assert info.value.status_code == 504  # SWITCHYARD_EDGE_REQUEST_TIMEOUT_S=1
+                                                 messages=[{"role": "user", "content": "[[sim delay_ms=8000]]"}])
+        assert info.value.status_code == 504  # SWITCHYARD_EDGE_REQUEST_TIMEOUT_S=3
         tag = marker()
         await client.chat.completions.create(model="local/any", messages=[{"role": "user", "content": tag}])
         (seen,) = simulator.recorder.matching(tag)
         assert seen.headers["authorization"] == f"Bearer {LOCAL_KEY}"  # not the simulator's key
 
-        # NATS dies under a stream: the stream goes on, NATS comes back.
+        # NATS dies under a 2 s stream (within the 3 s deadline): the stream goes on, NATS comes back.
         started = asyncio.Event()
-        stream = asyncio.create_task(run_stream(client, "[[sim tokens=100 chunk_delay_ms=30]]", started))
+        stream = asyncio.create_task(run_stream(client, "[[sim tokens=50 chunk_delay_ms=40]]", started))
         await asyncio.wait_for(started.wait(), 20)
         os.kill(make_run.pids()["nats"], signal.SIGKILL)
         assert await asyncio.wait_for(stream, 30) == "ok"
