@@ -6,8 +6,9 @@ NATS subject permissions match whole tokens only (``KV_SWITCHYARD_*`` is not
 a prefix pattern), so the key-value buckets a router may use are listed in
 ``KV_BUCKETS``: a new bucket must be added there.
 
-- ``router``: publish usage events, create/update/read the usage stream
-  (never purge or delete it), create/read/write/watch the KV buckets.
+- ``router``: publish usage events, create and read the usage stream (never
+  purge, delete or reconfigure it: new limits could drop events just as a
+  purge does), create/read/write/watch the KV buckets.
 - ``analytics``: read the usage stream through its own consumers and ack;
   nothing else (it cannot publish events).
 - ``admin``: everything, including purging and deleting streams (operators).
@@ -25,9 +26,9 @@ from switchyard.events import STREAM, SUBJECT_PREFIX
 KV_BUCKETS = ("SWITCHYARD_ROUTES",)
 USERS = ("router", "analytics", "admin")
 API = "$JS.API"
-# Never granted to a service: only the admin user may purge or delete.
+# Never granted to a service: only the admin user may purge, delete or reconfigure.
 DESTRUCTIVE = (f"{API}.STREAM.PURGE.>", f"{API}.STREAM.DELETE.>", f"{API}.STREAM.MSG.DELETE.>",
-               f"{API}.CONSUMER.DELETE.{STREAM}.>")
+               f"{API}.STREAM.UPDATE.>", f"{API}.CONSUMER.DELETE.{STREAM}.>")
 
 
 def inbox(user: str) -> str:
@@ -38,7 +39,7 @@ def inbox(user: str) -> str:
 def _kv_publish(bucket: str) -> list[str]:
     stream = f"KV_{bucket}"
     return [
-        f"{API}.STREAM.CREATE.{stream}", f"{API}.STREAM.UPDATE.{stream}", f"{API}.STREAM.INFO.{stream}",
+        f"{API}.STREAM.CREATE.{stream}", f"{API}.STREAM.INFO.{stream}",
         f"$KV.{bucket}.>",  # put, delete and purge of a key are publishes
         f"{API}.DIRECT.GET.{stream}", f"{API}.DIRECT.GET.{stream}.>", f"{API}.STREAM.MSG.GET.{stream}",
         # watch / keys / history: an ordered push consumer, its flow control and clean-up
@@ -52,8 +53,7 @@ def permissions(user: str) -> dict[str, Any] | None:
     if user == "admin":
         return None
     if user == "router":
-        publish = [f"{SUBJECT_PREFIX}.>", f"{API}.STREAM.CREATE.{STREAM}", f"{API}.STREAM.UPDATE.{STREAM}",
-                   f"{API}.STREAM.INFO.{STREAM}"]
+        publish = [f"{SUBJECT_PREFIX}.>", f"{API}.STREAM.CREATE.{STREAM}", f"{API}.STREAM.INFO.{STREAM}"]
         for bucket in KV_BUCKETS:
             publish += _kv_publish(bucket)
     elif user == "analytics":

@@ -198,10 +198,13 @@ class UsagePublisher:
         js = nc.jetstream()
         while True:
             try:
-                try:
-                    await js.add_stream(config)
-                except BadRequestError:
-                    await js.update_stream(config)
+                await js.add_stream(config)
+                break
+            except BadRequestError as exc:
+                # It exists with another configuration: changing a stream's
+                # limits is an operator's job (the router's NATS user may not).
+                log.warning("usage: stream %s exists with another configuration (%s); publishing to it as it is",
+                            STREAM, exc.description)
                 break
             except Exception as exc:  # JetStream not ready yet after a server start
                 log.warning("usage: cannot create stream %s (%s); retrying", STREAM, type(exc).__name__)

@@ -14,6 +14,7 @@ import nats
 import nats.errors
 import nats.js.errors
 import pytest
+from nats.js.api import StreamConfig
 from openai import AsyncOpenAI
 
 from deploy.local.mesh import Mesh, load_envoy_renderer
@@ -80,7 +81,8 @@ async def test_nats_refuses_clients_without_credentials(mesh: Mesh) -> None:
         await nats.connect(wrong, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2)
 
 
-async def test_router_cannot_purge_or_delete_the_usage_stream(client: AsyncOpenAI, mesh: Mesh, connect) -> None:
+async def test_services_cannot_purge_delete_or_shrink_the_usage_stream(client: AsyncOpenAI, mesh: Mesh,
+                                                                       connect) -> None:
     await metered_request(client, mesh)
     admin = await connect("admin")
     before = await stream_size(admin)
@@ -88,6 +90,8 @@ async def test_router_cannot_purge_or_delete_the_usage_stream(client: AsyncOpenA
     for user in ("router", "analytics"):
         client = await connect(user)
         await client.refused(f"STREAM.PURGE.{STREAM}", lambda js: js.purge_stream(STREAM))
+        await client.refused(f"STREAM.UPDATE.{STREAM}", lambda js: js.update_stream(
+            StreamConfig(name=STREAM, subjects=["switchyard.usage.>"], max_msgs=1)))  # a purge by other means
         await client.refused(f"STREAM.DELETE.{STREAM}", lambda js: js.delete_stream(STREAM))
         await client.refused(f"STREAM.MSG.DELETE.{STREAM}", lambda js, nc=client.nc: nc.request(
             f"$JS.API.STREAM.MSG.DELETE.{STREAM}", b'{"seq": 1}', timeout=0.5))

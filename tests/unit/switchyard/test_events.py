@@ -144,3 +144,19 @@ async def test_spool_left_by_a_dead_process_is_replayed(nats_server: NatsServer,
         assert sorted(r for r, _ in rows) == ["orphan-1", "orphan-2"]
     finally:
         await pub.close()
+
+
+async def test_an_existing_stream_is_used_as_it_is(nats_server: NatsServer, publisher: UsagePublisher) -> None:
+    """Another configuration is an operator's choice: the publisher neither
+    changes it (its NATS user may not) nor stops publishing."""
+    await nats_server.start()
+    nc = await nats.connect(nats_server.url)
+    try:
+        await nc.jetstream().add_stream(name=STREAM, subjects=["switchyard.usage.>"], duplicate_window=30.0)
+        await publisher.start()
+        publisher.record(event("kept"))
+        rows = await stored(nats_server.url, 1)
+        assert rows == [("kept", "kept")]
+        assert (await nc.jetstream().stream_info(STREAM)).config.duplicate_window == 30.0
+    finally:
+        await nc.close()
