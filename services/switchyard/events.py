@@ -21,12 +21,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import struct
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import nats
+from google.protobuf.message import DecodeError
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 from nats.js.errors import BadRequestError
@@ -41,6 +43,8 @@ SUBJECT_PREFIX = "switchyard.usage"
 CONDITION = "switchyard.usage"  # the readiness condition (a gRPC health service name)
 MAX_HELD_EVENTS = 20_000  # ~6 MB of typical events kept in memory while the spool is unwritable
 ALARM_INTERVAL_S = 10.0
+REPLAY_CHUNK_EVENTS = 1000  # the spool is replayed in chunks: memory stays bounded after a long outage
+MAX_EVENT_BYTES = 1 << 20  # a longer length prefix is a corrupt spool, not an event
 _LENGTH = struct.Struct(">I")
 
 
@@ -71,23 +75,38 @@ class Spool:
                 raise
 
     def read(self) -> list[bytes]:
-        if not self.path.exists():
-            return []
-        data = self.path.read_bytes()
-        out, offset = [], 0
-        while offset + _LENGTH.size <= len(data):
-            (size,) = _LENGTH.unpack_from(data, offset)
-            if offset + _LENGTH.size + size > len(data):
-                break  # a torn last write: the event was never acknowledged to anyone
-            out.append(data[offset + _LENGTH.size: offset + _LENGTH.size + size])
-            offset += _LENGTH.size + size
-        return out
+        return self.read_chunk()[0]
 
-    def replace(self, payloads: list[bytes]) -> None:
-        """Atomically make ``payloads`` the whole spool (the old file stays if this fails)."""
+    def read_chunk(self, offset: int = 0, max_events: int | None = None) -> tuple[list[bytes], int]:
+        """Up to ``max_events`` payloads from ``offset``, and the offset after them."""
+        out: list[bytes] = []
+        try:
+            spool = open(self.path, "rb")
+        except FileNotFoundError:
+            return out, offset
+        with spool:
+            spool.seek(offset)
+            while max_events is None or len(out) < max_events:
+                head = spool.read(_LENGTH.size)
+                if len(head) < _LENGTH.size:
+                    break
+                (size,) = _LENGTH.unpack(head)
+                payload = spool.read(size) if size <= MAX_EVENT_BYTES else b""
+                if len(payload) < size:
+                    break  # a torn last write: the event was never acknowledged to anyone
+                out.append(payload)
+                offset += _LENGTH.size + size
+        return out, offset
+
+    def drop_before(self, offset: int) -> None:
+        """Atomically remove the first ``offset`` bytes (the old file stays if this fails)."""
         partial = self.path.with_name(self.path.name + ".partial")
         try:
-            Spool(partial).append(payloads)
+            with open(self.path, "rb") as source, open(partial, "wb") as target:
+                source.seek(offset)
+                shutil.copyfileobj(source, target, 1 << 20)
+                target.flush()
+                os.fsync(target.fileno())
             os.replace(partial, self.path)
         finally:
             partial.unlink(missing_ok=True)
@@ -285,18 +304,6 @@ class UsagePublisher:
         self.published += len(batch) - len(failed)
         return failed
 
-    async def _publish(self, event: upb.UsageEvent, payload: bytes | None = None) -> bool:
-        assert self._js is not None
-        try:
-            await self._js.publish(
-                subject_for(event), payload or event.SerializeToString(), timeout=self.publish_timeout_s,
-                headers={"Nats-Msg-Id": event.request_id})
-        except Exception as exc:  # timeouts, no responders while the server restarts
-            log.warning("usage: publish failed (%s); spooling", type(exc).__name__)
-            return False
-        self.published += 1
-        return True
-
     async def _spool_or_hold(self, events: list[upb.UsageEvent]) -> None:
         """Append the held events and ``events`` to the spool, in order; keep
         them in memory if the disk refuses (retrying once per interval)."""
@@ -361,24 +368,43 @@ class UsagePublisher:
             log.error(message, *args)
 
     async def _replay_spool(self) -> None:
-        try:
-            payloads = await asyncio.to_thread(self.spool.read)
-        except OSError as exc:
-            self._alarm("usage: cannot read the spool %s (%s); retrying", self.spool.path, exc.strerror or exc)
-            return
-        if not payloads:
-            self._spool_pending = False
-            return
-        for index, payload in enumerate(payloads):
-            if not await self._publish(upb.UsageEvent.FromString(payload), payload):
-                # Keep the rest, in order, for the next attempt. If even that
-                # cannot be written, the whole file stays: the published part
-                # is replayed again and dropped as a duplicate by request id.
-                try:
-                    await asyncio.to_thread(self.spool.replace, payloads[index:])
-                except OSError as exc:
-                    self._write_failed(exc)
+        """Publish the spool chunk by chunk, in order. On a failure the
+        unacknowledged chunk and the rest stay (events of that chunk that did
+        get through come back once more and are dropped as duplicates by
+        request id)."""
+        offset = replayed = 0
+        while True:
+            try:
+                payloads, next_offset = await asyncio.to_thread(self.spool.read_chunk, offset, REPLAY_CHUNK_EVENTS)
+            except OSError as exc:
+                self._alarm("usage: cannot read the spool %s (%s); retrying", self.spool.path, exc.strerror or exc)
+                await self._keep_spool_from(offset)
                 return
-        await asyncio.to_thread(self.spool.clear)
-        self._spool_pending = False
-        log.info("usage: replayed %d spooled events", len(payloads))
+            if not payloads:
+                await asyncio.to_thread(self.spool.clear)
+                self._spool_pending = False
+                if replayed:
+                    log.info("usage: replayed %d spooled events", replayed)
+                return
+            if await self._publish_batch(self._decode(payloads)):
+                await self._keep_spool_from(offset)
+                return
+            replayed += len(payloads)
+            offset = next_offset
+
+    async def _keep_spool_from(self, offset: int) -> None:
+        if offset:
+            try:
+                await asyncio.to_thread(self.spool.drop_before, offset)
+            except OSError as exc:  # the whole file stays: more duplicates, nothing lost
+                self._write_failed(exc)
+
+    def _decode(self, payloads: list[bytes]) -> list[upb.UsageEvent]:
+        events = []
+        for payload in payloads:
+            try:
+                events.append(upb.UsageEvent.FromString(payload))
+            except DecodeError:
+                self.dropped += 1
+                self._alarm("usage: skipped an unreadable record in the spool %s", self.spool.path)
+        return events

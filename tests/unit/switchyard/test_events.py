@@ -15,7 +15,7 @@ import nats.js.errors
 import pytest
 
 from deploy.local.probes import bin_path, free_port, tcp_open
-from switchyard.events import STREAM, Spool, UsagePublisher
+from switchyard.events import REPLAY_CHUNK_EVENTS, STREAM, Spool, UsagePublisher
 from switchyard.v1 import usage_pb2 as upb
 
 
@@ -160,3 +160,34 @@ async def test_an_existing_stream_is_used_as_it_is(nats_server: NatsServer, publ
         assert (await nc.jetstream().stream_info(STREAM)).config.duplicate_window == 30.0
     finally:
         await nc.close()
+
+
+def test_spool_reads_in_chunks_and_drops_a_prefix(spool_path: Path) -> None:
+    spool = Spool(spool_path)
+    spool.append([event(f"e{i}").SerializeToString() for i in range(5)])
+    first, offset = spool.read_chunk(0, 2)
+    rest, end = spool.read_chunk(offset, 10)
+    assert [upb.UsageEvent.FromString(p).request_id for p in first + rest] == [f"e{i}" for i in range(5)]
+    assert end == spool_path.stat().st_size
+    spool.drop_before(offset)
+    assert [upb.UsageEvent.FromString(p).request_id for p in spool.read()] == ["e2", "e3", "e4"]
+
+
+async def test_a_long_spool_is_replayed_in_chunks(nats_server: NatsServer, spool_path: Path) -> None:
+    total = 2 * REPLAY_CHUNK_EVENTS + 500
+    Spool(spool_path).append([event(f"long-{i}").SerializeToString() for i in range(total)])
+    await nats_server.start()
+    pub = UsagePublisher(nats_server.url, spool_path, replay_interval_s=0.1)
+    await pub.start()
+    try:
+        async with asyncio.timeout(20):
+            while spool_path.exists():
+                await asyncio.sleep(0.02)
+        assert pub.published == total
+        nc = await nats.connect(nats_server.url)
+        try:
+            assert await count(nc.jetstream()) == total
+        finally:
+            await nc.close()
+    finally:
+        await pub.close()
