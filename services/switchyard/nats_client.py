@@ -28,7 +28,8 @@ def redacted(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    return parts._replace(netloc=f"{parts.username}:***@{parts.hostname}:{parts.port}").geturl()
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
 
 
 async def connect(url: str, **options: Any) -> nats.NATS:
