@@ -241,7 +241,44 @@ class Mesh:
         self._wait("edge", deadline, lambda: http_ok(f"http://127.0.0.1:{self.public_port}/readyz"))
         self._wait("router", deadline, lambda: grpc_serving(f"unix:{self.sockets['envoy-router']}"))
         self._wait("providers", deadline, lambda: grpc_serving(f"unix:{self.sockets['envoy-providers']}"))
+        # Envoy's first health checks ran before the services were up, and its
+        # workers hear of the next ones up to a second late: until then every
+        # new session could go to one replica. Ready means balanced over all.
+        if len(self.routers) > 1 or len(self.providers) > 1:
+            self._wait("envoy", deadline, lambda: self._envoy_balances_every_replica(renderer))
         renderer.assert_settings(self.admin)
+
+    def _envoy_balances_every_replica(self, renderer: ModuleType) -> bool:
+        """One round of probes through each gRPC hop reached every replica,
+        none of them routed in panic mode: Envoy's workers (which hear of
+        health changes up to a merge window late) route to all replicas."""
+        before = self._envoy_counts(renderer)
+        for _ in range(2 * max(len(self.routers), len(self.providers))):
+            grpc_serving(f"unix:{self.sockets['envoy-router']}")
+            grpc_serving(f"unix:{self.sockets['envoy-providers']}")
+        after = self._envoy_counts(renderer)
+        if before is None or after is None:
+            return False
+        replicas = [str(self.sockets[name]) for name in (*self.routers, *self.providers)]
+        return (after["panic"] == before["panic"]
+                and all(after.get(path, 0) > before.get(path, 0) for path in replicas))
+
+    def _envoy_counts(self, renderer: ModuleType) -> dict[str, int] | None:
+        """Requests per upstream host, and picks made in panic mode, from Envoy's admin API."""
+        try:
+            status, clusters = renderer.admin_request(self.admin, "/clusters", timeout=1)
+            panic_status, panic = renderer.admin_request(
+                self.admin, "/stats?filter=^cluster\\.(router|provider)\\.lb_healthy_panic$", timeout=1)
+        except OSError:
+            return None
+        if status != 200 or panic_status != 200:
+            return None
+        counts = {"panic": sum(int(line.rpartition(":")[2]) for line in panic.decode().splitlines() if line)}
+        for line in clusters.decode().splitlines():
+            parts = line.split("::")
+            if len(parts) == 4 and parts[2] == "rq_total":
+                counts[parts[1]] = int(parts[3])
+        return counts
 
     def _wait(self, name: str, deadline: float, check: Callable[[], bool]) -> None:
         """Poll ``check`` with a short back-off until it passes, the process
