@@ -9,9 +9,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from deploy.local.mesh import Mesh
 from simulator.app import RECORDER, create_app
 from simulator.scenarios import Recorder
-from switchyard.launcher import Mesh
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""`make run`: start the whole local mesh in the foreground; Ctrl-C stops it."""
+"""`make run`: start the whole local mesh in the foreground; Ctrl-C stops it.
+
+A service that dies is restarted (with back-off, each restart logged); the
+mesh stops by itself only if one keeps dying.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,9 @@ import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "services"))
+sys.path[:0] = [str(ROOT), str(ROOT / "services")]
 
-from switchyard.launcher import Mesh, MeshError, MeshSettings  # noqa: E402
+from deploy.local.mesh import Mesh, MeshError, MeshSettings  # noqa: E402
 
 _print_lock = threading.Lock()
 
@@ -25,13 +29,16 @@ def _sink(line: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("SWITCHYARD_PORT", "8080")))
-    parser.add_argument("--config", type=Path, default=ROOT / "deploy" / "local" / "switchyard.yaml")
+    parser.add_argument("--config", type=Path, help="default: $SWITCHYARD_CONFIG, else deploy/local/switchyard.yaml")
     parser.add_argument("--run-dir", type=Path, default=ROOT / ".run")
     args = parser.parse_args()
     mesh = Mesh(MeshSettings(run_dir=args.run_dir, public_port=args.port, config_path=args.config, sink=_sink))
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         mesh.start()
-    except MeshError as exc:
+    except (MeshError, OSError) as exc:
         print(f"switchyard failed to start: {exc}", file=sys.stderr)
         return 1
     simulated = ", ".join(mesh.simulated) or "none"
@@ -40,7 +47,8 @@ Switchyard is up.
   base URL : {mesh.base_url}
   API key  : {mesh.api_key}
   dashboard: {mesh.base_url}/analytics/dashboard#key={mesh.api_key}
-  simulated upstreams (no key set): {simulated}
+  config   : {mesh.config_path}
+  simulated upstreams (no key or base URL set): {simulated}
 
   curl {mesh.base_url}/chat/completions \\
     -H "Authorization: Bearer {mesh.api_key}" -H "Content-Type: application/json" \\
@@ -51,14 +59,10 @@ print(c.chat.completions.create(model="gpt-4o-mini", messages=[{{"role": "user",
 
 Ctrl-C stops everything.
 """, flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    while not stop.wait(1.0):
-        dead = [name for name, p in mesh.processes.items() if not p.alive()]
-        if dead:
-            print(f"{', '.join(dead)} exited; stopping the mesh", file=sys.stderr)
-            break
+    while not stop.wait(0.5):
+        if mesh.failed.is_set():
+            print(f"switchyard stopped: {mesh.failure}", file=sys.stderr, flush=True)
+            return 1
     print("stopping...", flush=True)
     mesh.stop()
     return 0

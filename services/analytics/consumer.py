@@ -27,7 +27,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Tracer
 
 from analytics.store import Store, row_from_event
-from switchyard import attributes, telemetry
+from switchyard import attributes, nats_client, telemetry
 from switchyard.events import STREAM, SUBJECT_PREFIX
 from switchyard.v1 import usage_pb2 as upb
 
@@ -65,7 +65,7 @@ class Consumer:
         async def error(exc: Exception) -> None:
             log.debug("analytics: NATS client error: %s", exc)
 
-        self._nc = await nats.connect(self.url, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+        self._nc = await nats_client.connect(self.url, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                                       allow_reconnect=True, connect_timeout=2, name="switchyard-analytics",
                                       disconnected_cb=disconnected, reconnected_cb=reconnected, error_cb=error)
         self.connected = True

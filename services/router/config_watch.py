@@ -30,11 +30,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import nats
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.errors import NoRespondersError
+from nats.js.errors import (
+    BucketNotFoundError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoStreamResponseError,
+    NotFoundError,
+)
 from nats.js.kv import KeyValue
 
 from router.routes import RoutingTable
 from router.versions import RoutingDocument, is_stale_file, publish, text_digest
+from switchyard import nats_client
 from switchyard.config import Config, ConfigError, parse_config
 
 log = logging.getLogger(__name__)
@@ -70,6 +78,8 @@ class ConfigWatcher:
 
     async def start(self, wait_s: float = 3.0) -> None:
         """Sync with the bucket (waiting at most ``wait_s`` for NATS), then keep watching."""
+        log.info("config: watching %s every %g s%s", self.path, self.poll_s,
+                 " and the published configuration" if self.nats_url else "")
         if self.nats_url:
             connector = asyncio.create_task(self._open())
             self._tasks.append(connector)
@@ -116,15 +126,36 @@ class ConfigWatcher:
                     else:
                         self._apply(publish(self.document, text, config), config)
         if self.nats_url and self._kv is not None:
-            await self._sync()
+            try:
+                await self._sync()
+            except (NotFoundError, NoStreamResponseError, NoRespondersError):
+                if not await self._bucket_gone():
+                    raise  # NATS is restarting: the next poll tries again
+                log.warning("config: bucket %s is gone; creating it again", BUCKET)
+                self._kv, self._revision, self._first_sync = None, 0, True
+                await self._open_bucket()
+                await self._sync()
 
     # --------------------------------------------------------------- bucket --
 
     async def _open(self) -> None:
         """Connect (nats-py retries forever) and open the bucket."""
-        self._nc = await nats.connect(self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                                      connect_timeout=2, name="switchyard-router-config",
-                                      error_cb=_quiet, disconnected_cb=self._lost)
+        self._nc = await nats_client.connect(self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                                             connect_timeout=2, name="switchyard-router-config",
+                                             error_cb=_quiet, disconnected_cb=self._lost)
+        await self._open_bucket()
+
+    async def _bucket_gone(self) -> bool:
+        assert self._nc is not None
+        try:
+            await self._nc.jetstream().key_value(BUCKET)
+        except BucketNotFoundError:
+            return True
+        return False
+
+    async def _open_bucket(self) -> None:
+        """Open the bucket, creating it when it does not exist (first start, or an operator deleted it)."""
+        assert self._nc is not None
         js = self._nc.jetstream()
         while True:
             try:

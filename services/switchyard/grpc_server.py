@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from switchyard import readiness
 from switchyard.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ async def serve(address: str, register: Callable[[grpc.aio.Server], Iterable[str
     await server.start()
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await _publish_conditions(health_servicer)
     log.info("serving %s on %s", ",".join(names), address)
     reporter = asyncio.create_task(on_start(health_servicer)) if on_start is not None else None
 
@@ -85,6 +87,24 @@ async def serve(address: str, register: Callable[[grpc.aio.Server], Iterable[str
         if asyncio.iscoroutine(result):
             await result
     log.info("stopped")
+
+
+async def _publish_conditions(health_servicer: health.aio.HealthServicer) -> None:
+    """Each readiness condition as its own health service name, kept current."""
+    pending: set[asyncio.Task[None]] = set()
+
+    def status(condition: readiness.Condition) -> int:
+        return (health_pb2.HealthCheckResponse.NOT_SERVING if condition.degraded
+                else health_pb2.HealthCheckResponse.SERVING)
+
+    def changed(condition: readiness.Condition) -> None:
+        task = asyncio.ensure_future(health_servicer.set(condition.name, status(condition)))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    for condition in readiness.conditions():
+        await health_servicer.set(condition.name, status(condition))
+        condition.watch(changed)
 
 
 def run(main: Callable[[], object]) -> None:

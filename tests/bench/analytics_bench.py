@@ -26,13 +26,13 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "services"), str(ROOT)]
 
 import aiohttp  # noqa: E402
-from tests.fault.test_analytics import ADMIN, AnalyticsProcess, publish  # noqa: E402
-from tests.unit.analytics.events import make_events  # noqa: E402
-from tests.unit.switchyard.test_events import NatsServer  # noqa: E402
 
 from analytics.clickhouse_store import ChdbClient, ClickHouseStore  # noqa: E402
 from analytics.duckdb_store import DuckDBStore  # noqa: E402
 from analytics.store import Page, Query, Store  # noqa: E402
+from tests.fault.test_analytics import ADMIN, AnalyticsProcess, publish  # noqa: E402
+from tests.unit.analytics.events import make_events  # noqa: E402
+from tests.unit.switchyard.test_events import NatsServer  # noqa: E402
 
 DAY = 86400_000
 

@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "services"))
+sys.path[:0] = [str(ROOT), str(ROOT / "services")]
 
 import orjson  # noqa: E402
 import uvloop  # noqa: E402
 import yaml  # noqa: E402
 
-from switchyard.launcher import DEFAULT_CONFIG, Mesh, MeshSettings  # noqa: E402
+from deploy.local.mesh import DEFAULT_CONFIG, Mesh, MeshSettings, isolated_environ  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SLUG = "@bench3"
@@ -259,6 +259,7 @@ def main() -> None:
     run_dir = Path(tempfile.mkdtemp(prefix="sy-bench-"))
     mesh = Mesh(MeshSettings(run_dir=run_dir, public_port=0, api_key="sy_" + secrets.token_hex(20),
                              force_simulator=True, config_path=bench_config(run_dir),
+                             environ=isolated_environ(),
                              extra_env={"SWITCHYARD_LOG_LEVEL": "WARNING"}))
     mesh.start()
     try:

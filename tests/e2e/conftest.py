@@ -15,8 +15,8 @@ import pytest
 import yaml
 from openai import AsyncOpenAI
 
+from deploy.local.mesh import DEFAULT_CONFIG, Mesh, MeshSettings, isolated_environ
 from switchyard.config import hash_key, key_prefix
-from switchyard.launcher import DEFAULT_CONFIG, Mesh, MeshSettings
 
 
 def mesh_config_data(limited_key: str) -> dict:
@@ -74,7 +74,7 @@ def mesh() -> Iterator[Mesh]:
     run_dir = Path(tempfile.mkdtemp(prefix="sy-"))
     limited = "sy_" + secrets.token_hex(20)
     settings = MeshSettings(run_dir=run_dir, public_port=0, config_path=write_test_config(run_dir, limited),
-                            api_key="sy_" + secrets.token_hex(20), force_simulator=True,
+                            api_key="sy_" + secrets.token_hex(20), environ=isolated_environ(),
                             # Debug logging on: the hygiene tests check no key or prompt leaks even then.
                             extra_env={"SWITCHYARD_EDGE_SSE_HEARTBEAT_S": "0.3", "SWITCHYARD_LOG_LEVEL": "DEBUG"})
     with running_mesh(settings) as instance:

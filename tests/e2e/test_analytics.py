@@ -15,7 +15,7 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
-from switchyard.launcher import SERVICES, Mesh
+from deploy.local.mesh import SERVICES, Mesh
 from tests.e2e.conftest import marker
 
 

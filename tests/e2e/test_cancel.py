@@ -8,7 +8,7 @@ import time
 import aiohttp
 from openai import AsyncOpenAI
 
-from switchyard.launcher import Mesh
+from deploy.local.mesh import Mesh
 from tests.e2e.conftest import marker
 
 

@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from openai import AsyncOpenAI
 
-from switchyard.launcher import Mesh
+from deploy.local.mesh import Mesh
 from tests.e2e.conftest import marker
 
 

@@ -9,43 +9,32 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import nats
 import pytest
 from openai import AsyncOpenAI
 from playwright.async_api import Page, async_playwright
 
-from switchyard.events import subject_for
-from switchyard.launcher import ROOT, Mesh
-from switchyard.v1 import usage_pb2 as upb
+from deploy.local.mesh import ROOT, Mesh
 from tests.e2e.conftest import marker
 from tests.e2e.test_analytics import analytics, send, wait_for
 
 CHROMIUM = "/usr/bin/chromium"  # `make test` installs it when missing
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ARTEFACT = ROOT / "var" / "artefacts" / "dashboard.png"
-ARMS = {"a": (12, 0.002, 300.0), "b": (8, 0.001, 900.0)}  # requests, cost each, latency
+EXPERIMENT = "fast-exp"  # a sticky 50/50 weighted routing config of the test config
+USERS = 16
 
 
-async def publish_experiment(mesh: Mesh, route: str, run: str) -> None:
-    """Usage events of a weighted routing config with two arms, as the router
-    publishes them once routing configs exist."""
-    nc = await nats.connect(mesh.nats_url)
-    try:
-        js = nc.jetstream()
-        now = int(time.time() * 1000)
-        for arm, (count, cost, latency) in ARMS.items():
-            for i in range(count):
-                event = upb.UsageEvent(
-                    request_id=f"{run}-{arm}-{i}", timestamp_ms=now - i * 1000, tenant="default", key_id="dev",
-                    model_requested=f"@{route}", model="gpt-4o-mini", provider="openai", route=route,
-                    route_version=3, route_arm=arm, status="ok", http_status=200, latency_ms=latency,
-                    ttft_ms=latency / 3)
-                event.usage.cost_usd = cost
-                event.tags["run"] = run
-                await js.publish(subject_for(event), event.SerializeToString(),
-                                 headers={"Nats-Msg-Id": event.request_id})
-    finally:
-        await nc.close()
+async def experiment_traffic(client: AsyncOpenAI, run: str) -> dict[str, tuple[int, float]]:
+    """Requests through the weighted routing config, one end user each:
+    (requests, cost) per arm as the response headers reported them."""
+    arms: dict[str, tuple[int, float]] = {}
+    for user in range(USERS):
+        raw = await client.chat.completions.with_raw_response.create(
+            model=f"@{EXPERIMENT}", messages=[{"role": "user", "content": "hello"}],
+            extra_body={"mlx:tags": {"run": run}, "mlx:end_user": f"{run}-{user}"})
+        count, cost = arms.get(raw.headers["x-switchyard-arm"], (0, 0.0))
+        arms[raw.headers["x-switchyard-arm"]] = (count + 1, cost + float(raw.headers["x-switchyard-cost-usd"]))
+    return arms
 
 
 async def loaded(page: Page, times: int) -> None:
@@ -59,11 +48,12 @@ async def kpi(page: Page) -> int:
 
 async def test_dashboard_in_a_browser(mesh: Mesh, client: AsyncOpenAI) -> None:
     assert Path(CHROMIUM).exists(), "chromium is missing: `make test` installs it (apt-get install chromium)"
-    run, route = marker(), "exp-" + marker()
+    run = marker()
     await send(client, run, "gpt-4o-mini", 3)
     await send(client, run, "cheap", 2)
-    await publish_experiment(mesh, route, run)
-    await wait_for(mesh, run, 5 + sum(n for n, _, _ in ARMS.values()))
+    arms = await experiment_traffic(client, run)
+    assert set(arms) == {"control", "candidate"}  # 16 users at 50/50: both arms (p = 1 - 2^-15)
+    await wait_for(mesh, run, 5 + USERS)
     _, everything = await analytics(mesh, mesh.api_key, "summary", [("since", "24h")])
 
     async with async_playwright() as playwright:
@@ -89,20 +79,20 @@ async def test_dashboard_in_a_browser(mesh: Mesh, client: AsyncOpenAI) -> None:
             await page.fill("#f-tag", f"run={run}")
             await page.click("#filters button[type=submit]")
             await loaded(page, 2)
-            assert await kpi(page) == 5 + sum(n for n, _, _ in ARMS.values())
+            assert await kpi(page) == 5 + USERS
             await page.select_option("#f-model", "gemini-2.5-flash")
             await loaded(page, 3)
-            assert await kpi(page) == 2
+            assert await kpi(page) == 2 + arms["candidate"][0]  # `cheap`, and the experiment's candidate arm
             await page.select_option("#f-model", "")
             await loaded(page, 4)
 
-            # The experiment view: one row per arm with its own figures.
-            await page.select_option("#exp-route", route)
-            await page.wait_for_selector(f"#exp-table[data-route='{route}'] tbody tr[data-arm='b']")
-            for arm, (count, cost, latency) in ARMS.items():
+            # The experiment view (this run's traffic, the tag filter still on): one row per arm.
+            await page.select_option("#exp-route", EXPERIMENT)
+            await page.wait_for_selector(f"#exp-table[data-route='{EXPERIMENT}'] tbody tr[data-arm='candidate']")
+            for arm, (count, cost) in arms.items():
                 cells = await page.locator(f"#exp-table tbody tr[data-arm='{arm}'] td").all_text_contents()
-                assert cells[1] == str(count) and cells[4] == f"{round(latency)} ms", cells
-                assert float(cells[3].lstrip("$")) == pytest.approx(cost)  # cost per request
+                assert cells[1] == str(count) and cells[4].endswith(" ms"), cells
+                assert float(cells[3].lstrip("$")) == pytest.approx(cost / count, rel=1e-3, abs=1e-6)
             assert await page.locator("#exp-cost svg rect.bar").count() == 2
             ARTEFACT.parent.mkdir(parents=True, exist_ok=True)
             await page.screenshot(path=str(ARTEFACT), full_page=True)

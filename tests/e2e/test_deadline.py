@@ -13,7 +13,7 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
-from switchyard.launcher import Mesh, MeshSettings
+from deploy.local.mesh import Mesh, MeshSettings, isolated_environ
 from tests.e2e.conftest import marker, running_mesh, write_test_config
 from tests.e2e.test_cancel import wait_finished
 
@@ -24,7 +24,7 @@ DEADLINE_S = 1.0
 def deadline_mesh() -> Iterator[Mesh]:
     run_dir = Path(tempfile.mkdtemp(prefix="sy-d-"))
     settings = MeshSettings(run_dir=run_dir, public_port=0, config_path=write_test_config(run_dir, "sy_" + "z" * 40),
-                            api_key="sy_" + secrets.token_hex(20), force_simulator=True,
+                            api_key="sy_" + secrets.token_hex(20), environ=isolated_environ(),
                             extra_env={"SWITCHYARD_EDGE_REQUEST_TIMEOUT_S": str(DEADLINE_S)})
     with running_mesh(settings) as mesh:
         yield mesh

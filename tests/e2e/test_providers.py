@@ -10,7 +10,7 @@ import pytest
 from openai import AsyncOpenAI
 from pydantic import BaseModel
 
-from switchyard.launcher import Mesh
+from deploy.local.mesh import Mesh
 from tests.e2e.conftest import marker
 from tests.e2e.test_chat import WEATHER_TOOL, sim_requests
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from openai import AsyncOpenAI
 
-from switchyard.launcher import Mesh
+from deploy.local.mesh import Mesh
 from tests.e2e.conftest import marker
 from tests.e2e.test_chat import WEATHER_TOOL, sim_requests
 

@@ -11,12 +11,12 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import nats
 import pytest
 from openai import AsyncOpenAI
 
+from deploy.local.mesh import Mesh, MeshSettings, isolated_environ
+from switchyard import nats_client
 from switchyard.events import STREAM
-from switchyard.launcher import Mesh, MeshSettings
 from tests.e2e.conftest import running_mesh, write_test_config
 from tests.e2e.test_usage import usage_events
 
@@ -25,7 +25,7 @@ from tests.e2e.test_usage import usage_events
 def traced_mesh() -> Iterator[Mesh]:
     run_dir = Path(tempfile.mkdtemp(prefix="sy-t-"))
     settings = MeshSettings(run_dir=run_dir, public_port=0, config_path=write_test_config(run_dir, "sy_" + "t" * 40),
-                            api_key="sy_" + secrets.token_hex(20), force_simulator=True,
+                            api_key="sy_" + secrets.token_hex(20), environ=isolated_environ(),
                             extra_env={"SWITCHYARD_TRACE_DIR": str(run_dir / "traces")})
     with running_mesh(settings) as mesh:
         yield mesh
@@ -77,7 +77,7 @@ async def test_one_trace_across_every_hop(traced_mesh: Mesh) -> None:
     # The usage event travels with the router span's trace context.
     request_id = raw.headers["x-request-id"]
     await usage_events(traced_mesh, {request_id})
-    nc = await nats.connect(traced_mesh.nats_url)
+    nc = await nats_client.connect(traced_mesh.nats_url_for("analytics"))
     try:
         sub = await nc.jetstream().pull_subscribe("switchyard.usage.>", durable=None, stream=STREAM)
         messages = await sub.fetch(100, timeout=2)

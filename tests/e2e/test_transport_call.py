@@ -13,7 +13,7 @@ import grpc
 import pytest
 from openai import AsyncOpenAI
 
-from switchyard.launcher import Mesh, MeshSettings
+from deploy.local.mesh import Mesh, MeshSettings, isolated_environ
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import router_pb2_grpc
 from tests.e2e.conftest import running_mesh, write_test_config
@@ -23,7 +23,7 @@ from tests.e2e.conftest import running_mesh, write_test_config
 def call_mesh() -> Iterator[Mesh]:
     run_dir = Path(tempfile.mkdtemp(prefix="sy-c-"))
     settings = MeshSettings(run_dir=run_dir, public_port=0, config_path=write_test_config(run_dir, "sy_" + "y" * 40),
-                            api_key="sy_" + secrets.token_hex(20), force_simulator=True,
+                            api_key="sy_" + secrets.token_hex(20), environ=isolated_environ(),
                             extra_env={"SWITCHYARD_TRANSPORT": "call"})
     with running_mesh(settings) as mesh:
         yield mesh

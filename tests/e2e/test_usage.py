@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import asyncio
 
-import nats
 import nats.js.errors
 import openai
 import pytest
 from openai import AsyncOpenAI
 
+from deploy.local.mesh import Mesh
+from switchyard import nats_client
 from switchyard.events import STREAM
-from switchyard.launcher import Mesh
 from switchyard.v1 import usage_pb2 as upb
 
 
 async def usage_events(mesh: Mesh, request_ids: set[str], wait_s: float = 15) -> list[upb.UsageEvent]:
     """All stored usage events for these request ids, once each id has one."""
-    nc = await nats.connect(mesh.nats_url)
+    nc = await nats_client.connect(mesh.nats_url_for("analytics"))
     try:
         js = nc.jetstream()
         found: list[upb.UsageEvent] = []

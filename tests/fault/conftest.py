@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from openai import AsyncOpenAI
 
-from switchyard.launcher import Mesh, MeshSettings
+from deploy.local.mesh import Mesh, MeshSettings, isolated_environ
 from tests.e2e.conftest import running_mesh, write_test_config
 
 
@@ -19,7 +19,7 @@ from tests.e2e.conftest import running_mesh, write_test_config
 def replicated_mesh() -> Iterator[Mesh]:
     run_dir = Path(tempfile.mkdtemp(prefix="sy-f-"))
     settings = MeshSettings(run_dir=run_dir, public_port=0, config_path=write_test_config(run_dir, "sy_" + "x" * 40),
-                            api_key="sy_" + secrets.token_hex(20), force_simulator=True,
+                            api_key="sy_" + secrets.token_hex(20), environ=isolated_environ(),
                             router_replicas=2, provider_replicas=2,
                             extra_env={"SWITCHYARD_ROUTER_GRACE_S": "20", "SWITCHYARD_PROVIDERS_GRACE_S": "20"})
     with running_mesh(settings) as mesh:

@@ -26,8 +26,10 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from deploy.local.mesh import SERVICES
+from deploy.local.probes import free_port
+from deploy.local.process import Process
 from switchyard.grpc_server import CHANNEL_OPTIONS, identity
-from switchyard.launcher import SERVICES, Process, free_port
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import provider_pb2 as ppb
 

@@ -23,8 +23,8 @@ import pytest
 import yaml
 from openai import AsyncOpenAI
 
+from deploy.local.mesh import Mesh, MeshSettings, isolated_environ
 from switchyard.config import hash_key, key_prefix
-from switchyard.launcher import Mesh, MeshSettings
 from tests.e2e.conftest import marker, running_mesh, write_test_config
 from tests.e2e.test_chat import sim_requests
 from tests.fault.rawhttp import Answer, chat_request, connect, exchange, read_sized_answer
@@ -47,7 +47,7 @@ def shared_mesh() -> Iterator[Mesh]:
     data["api_keys"] += [{"id": name, "prefix": key_prefix(key), "sha256": hash_key(key)} for name, key in KEYS.items()]
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     settings = MeshSettings(run_dir=run_dir, public_port=0, config_path=config,
-                            api_key="sy_" + secrets.token_hex(20), force_simulator=True)
+                            api_key="sy_" + secrets.token_hex(20), environ=isolated_environ())
     with running_mesh(settings) as mesh:
         yield mesh
 

@@ -20,8 +20,10 @@ import pytest
 
 from analytics.consumer import DURABLE, Consumer
 from analytics.duckdb_store import DuckDBStore
+from deploy.local.mesh import SERVICES
+from deploy.local.probes import free_port, tcp_open
+from deploy.local.process import Process
 from switchyard.events import STREAM, SUBJECT_PREFIX, UsagePublisher, subject_for
-from switchyard.launcher import SERVICES, Process, _tcp_open, free_port
 from switchyard.v1 import usage_pb2 as upb
 from tests.unit.analytics.events import make_events
 from tests.unit.switchyard.test_events import NatsServer
@@ -52,7 +54,7 @@ class AnalyticsProcess:
     async def start(self) -> None:
         self.process.start()
         async with asyncio.timeout(20):
-            while not _tcp_open(self.port):
+            while not tcp_open(self.port):
                 assert self.process.alive(), self.process.log_path.read_text()
                 await asyncio.sleep(0.02)
 

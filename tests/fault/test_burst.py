@@ -17,11 +17,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 import yaml
 
-from switchyard.launcher import DEFAULT_CONFIG, Mesh, MeshSettings
+from deploy.local.mesh import DEFAULT_CONFIG, Mesh, MeshSettings, isolated_environ, load_envoy_renderer
 from tests.e2e.conftest import running_mesh
 from tests.fault.rawhttp import burst, chat_request, shares
 
@@ -38,7 +37,7 @@ def idle_mesh() -> Iterator[Mesh]:
     config = run_dir / "switchyard.burst.yaml"
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     settings = MeshSettings(run_dir=run_dir, public_port=0, config_path=config,
-                            api_key="sy_" + secrets.token_hex(20), force_simulator=True)
+                            api_key="sy_" + secrets.token_hex(20), environ=isolated_environ())
     with running_mesh(settings) as mesh:
         yield mesh
 
@@ -56,9 +55,10 @@ async def test_a_burst_of_new_connections_within_the_limit_is_served(idle_mesh: 
 
 async def requests_received(mesh: Mesh) -> int:
     """Requests the front listener has decoded so far (Envoy's counter)."""
-    async with aiohttp.ClientSession() as http, http.get(
-            f"{mesh.admin_url}/stats", params={"filter": "^http.front.downstream_rq_total$"}) as response:
-        return int((await response.text()).rsplit(":", 1)[1])
+    renderer = load_envoy_renderer()
+    _, body = await asyncio.to_thread(renderer.admin_request, mesh.admin,
+                                      "/stats?filter=^http.front.downstream_rq_total$")
+    return int(body.decode().rsplit(":", 1)[1])
 
 
 async def test_a_burst_that_finds_the_edge_busy_waits_in_the_backlog(idle_mesh: Mesh) -> None:

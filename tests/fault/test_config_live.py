@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from openai import AsyncOpenAI
 
-from switchyard.launcher import Mesh
+from deploy.local.mesh import Mesh
 from tests.e2e.conftest import marker
 
 

@@ -8,8 +8,8 @@ import signal
 
 from openai import AsyncOpenAI
 
+from deploy.local.mesh import Mesh
 from switchyard.events import Spool
-from switchyard.launcher import Mesh
 from tests.e2e.test_usage import usage_events
 
 
@@ -33,7 +33,7 @@ async def test_nats_outage_and_router_crash(replicated_mesh: Mesh, fault_client:
     await usage_events(mesh, before)  # the stream exists and works
 
     nats_server = mesh.processes["nats"]
-    nats_server.stop(10)
+    nats_server.stop(10)  # on purpose: the launcher leaves it down
     during = await request_ids(fault_client, 10)  # requests keep succeeding while NATS is down
 
     # The routers spool what they could not publish; then one of them dies.
@@ -41,9 +41,11 @@ async def test_nats_outage_and_router_crash(replicated_mesh: Mesh, fault_client:
         while spooled(mesh) < len(during):
             await asyncio.sleep(0.05)
     crashed = mesh.processes["router"]
+    restarts = mesh.restarts["router"]
     crashed.signal(signal.SIGKILL)
-    await asyncio.to_thread(crashed.popen.wait, 10)
-    crashed.start()  # a new process finds the dead one's spool on disk
+    async with asyncio.timeout(30):  # the launcher restarts it; the new process finds the dead one's spool
+        while mesh.restarts["router"] == restarts or not crashed.alive():
+            await asyncio.sleep(0.05)
 
     nats_server.start()
     events = await usage_events(mesh, before | during, wait_s=30)

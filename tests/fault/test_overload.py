@@ -15,7 +15,7 @@ import pytest
 import yaml
 from openai import AsyncOpenAI
 
-from switchyard.launcher import Mesh, MeshSettings
+from deploy.local.mesh import Mesh, MeshSettings, isolated_environ
 from tests.e2e.conftest import marker, running_mesh, write_test_config
 from tests.fault.rawhttp import burst, chat_request, shares
 from tests.fault.test_replicas import wait_received
@@ -31,7 +31,7 @@ def small_mesh() -> Iterator[Mesh]:
     data["limits"]["max_concurrent_requests"] = LIMIT
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     settings = MeshSettings(run_dir=run_dir, public_port=0, config_path=config,
-                            api_key="sy_" + secrets.token_hex(20), force_simulator=True)
+                            api_key="sy_" + secrets.token_hex(20), environ=isolated_environ())
     with running_mesh(settings) as mesh:
         yield mesh
 

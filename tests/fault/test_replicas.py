@@ -13,7 +13,7 @@ import aiohttp
 import openai
 from openai import AsyncOpenAI
 
-from switchyard.launcher import Mesh
+from deploy.local.mesh import Mesh
 from tests.e2e.conftest import marker
 from tests.e2e.test_chat import sim_requests
 
@@ -98,6 +98,7 @@ async def test_drained_router_loses_no_request(replicated_mesh: Mesh, fault_clie
                  for e in started]
     await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 20)
 
+    draining = mesh.processes["router"].popen  # the launcher starts a new one once it has exited
     mesh.processes["router"].signal(signal.SIGTERM)
     # New requests keep arriving while the replica drains.
     arriving = []
@@ -108,5 +109,5 @@ async def test_drained_router_loses_no_request(replicated_mesh: Mesh, fault_clie
     async with asyncio.timeout(60):
         results = await asyncio.gather(*in_flight, *arriving)
     assert results == ["ok"] * 30
-    exit_code = await asyncio.to_thread(mesh.processes["router"].popen.wait, 30)
+    exit_code = await asyncio.to_thread(draining.wait, 30)
     assert exit_code == 0

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from openai import AsyncOpenAI
 
-from switchyard.launcher import Mesh, MeshSettings
+from deploy.local.mesh import Mesh, MeshSettings, isolated_environ
 from tests.e2e.conftest import marker, running_mesh, write_test_config
 from tests.fault.rawhttp import chat_request, connect, parse
 from tests.fault.test_replicas import run_stream
@@ -43,7 +43,7 @@ def buffered_mesh() -> Iterator[Mesh]:
     data["providers"]["openai"]["timeouts"] = {"first_token_s": 30, "between_chunks_s": 30, "total_s": 120}
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     settings = MeshSettings(run_dir=run_dir, public_port=0, config_path=config,
-                            api_key="sy_" + secrets.token_hex(20), force_simulator=True)
+                            api_key="sy_" + secrets.token_hex(20), environ=isolated_environ())
     with running_mesh(settings) as mesh:
         yield mesh
 

@@ -9,9 +9,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import nats
 import pytest
 
 from router.config_watch import ConfigWatcher
+from router.versions import RoutingDocument
 from tests.unit.router.scripted import BASE
 from tests.unit.switchyard.test_events import NatsServer
 
@@ -122,3 +124,19 @@ async def test_without_nats_configured_edits_apply_locally(folder: Path) -> None
     write(path, V2)
     await watcher.check()
     assert served(watcher) == (2, ["m2", "m1"])
+
+
+async def test_a_deleted_bucket_is_created_again_with_the_live_configuration(folder: Path,
+                                                                            nats_server: NatsServer) -> None:
+    watcher = ConfigWatcher(write(folder / "a.yaml", V2), nats_server.url)
+    await watcher.start()
+    try:
+        nc = await nats.connect(nats_server.url)
+        await nc.jetstream().delete_key_value("SWITCHYARD_ROUTES")
+        await watcher.check()
+        entry = await (await nc.jetstream().key_value("SWITCHYARD_ROUTES")).get("config")
+        assert RoutingDocument.from_bytes(entry.value).version_of("prod") == 1
+        assert served(watcher) == (1, ["m2", "m1"]) and watcher.synced
+        await nc.close()
+    finally:
+        await watcher.close()

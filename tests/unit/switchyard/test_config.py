@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from deploy.local.mesh import DEFAULT_CONFIG
 from switchyard.config import ConfigError, expand_env, hash_key, key_prefix, load_config, parse_config
-from switchyard.launcher import DEFAULT_CONFIG
 
 MINIMAL = """
 providers:

@@ -14,8 +14,8 @@ import nats.js
 import nats.js.errors
 import pytest
 
-from switchyard.events import STREAM, Spool, UsagePublisher
-from switchyard.launcher import _tcp_open, bin_path, free_port
+from deploy.local.probes import bin_path, free_port, tcp_open
+from switchyard.events import REPLAY_CHUNK_EVENTS, STREAM, Spool, UsagePublisher
 from switchyard.v1 import usage_pb2 as upb
 
 
@@ -34,7 +34,7 @@ class NatsServer:
                                          "-sd", str(self.store)], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
         async with asyncio.timeout(10):
-            while not _tcp_open(self.port):
+            while not tcp_open(self.port):
                 await asyncio.sleep(0.02)
 
     def stop(self) -> None:
@@ -142,5 +142,52 @@ async def test_spool_left_by_a_dead_process_is_replayed(nats_server: NatsServer,
     try:
         rows = await stored(nats_server.url, 2)
         assert sorted(r for r, _ in rows) == ["orphan-1", "orphan-2"]
+    finally:
+        await pub.close()
+
+
+async def test_an_existing_stream_is_used_as_it_is(nats_server: NatsServer, publisher: UsagePublisher) -> None:
+    """Another configuration is an operator's choice: the publisher neither
+    changes it (its NATS user may not) nor stops publishing."""
+    await nats_server.start()
+    nc = await nats.connect(nats_server.url)
+    try:
+        await nc.jetstream().add_stream(name=STREAM, subjects=["switchyard.usage.>"], duplicate_window=30.0)
+        await publisher.start()
+        publisher.record(event("kept"))
+        rows = await stored(nats_server.url, 1)
+        assert rows == [("kept", "kept")]
+        assert (await nc.jetstream().stream_info(STREAM)).config.duplicate_window == 30.0
+    finally:
+        await nc.close()
+
+
+def test_spool_reads_in_chunks_and_drops_a_prefix(spool_path: Path) -> None:
+    spool = Spool(spool_path)
+    spool.append([event(f"e{i}").SerializeToString() for i in range(5)])
+    first, offset = spool.read_chunk(0, 2)
+    rest, end = spool.read_chunk(offset, 10)
+    assert [upb.UsageEvent.FromString(p).request_id for p in first + rest] == [f"e{i}" for i in range(5)]
+    assert end == spool_path.stat().st_size
+    spool.drop_before(offset)
+    assert [upb.UsageEvent.FromString(p).request_id for p in spool.read()] == ["e2", "e3", "e4"]
+
+
+async def test_a_long_spool_is_replayed_in_chunks(nats_server: NatsServer, spool_path: Path) -> None:
+    total = 2 * REPLAY_CHUNK_EVENTS + 500
+    Spool(spool_path).append([event(f"long-{i}").SerializeToString() for i in range(total)])
+    await nats_server.start()
+    pub = UsagePublisher(nats_server.url, spool_path, replay_interval_s=0.1)
+    await pub.start()
+    try:
+        async with asyncio.timeout(20):
+            while spool_path.exists():
+                await asyncio.sleep(0.02)
+        assert pub.published == total
+        nc = await nats.connect(nats_server.url)
+        try:
+            assert await count(nc.jetstream()) == total
+        finally:
+            await nc.close()
     finally:
         await pub.close()

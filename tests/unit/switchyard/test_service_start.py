@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from switchyard.launcher import SERVICES
+from deploy.local.mesh import SERVICES
 
 BAD = """providers:
   up:
@@ -35,7 +35,7 @@ def test_invalid_config_stops_the_service(tmp_path: Path, service: str) -> None:
 def test_launcher_refuses_a_busy_public_port(tmp_path: Path) -> None:
     import socket
 
-    from switchyard.launcher import Mesh, MeshError, MeshSettings
+    from deploy.local.mesh import Mesh, MeshError, MeshSettings
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

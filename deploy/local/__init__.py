@@ -1,0 +1,1 @@
+"""The local mesh launcher behind `make run` and the test fixtures."""
