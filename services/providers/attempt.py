@@ -19,11 +19,11 @@ import aiohttp
 from providers.base import Translator, UpstreamProtocolError, UpstreamStreamError, UpstreamTruncatedError
 from providers.errors import failure_error, timeout_error
 from providers.fairness import KeyBusyError, KeyGate
-from providers.pricing import cost_usd
 from providers.sanitize import log_upstream_text
 from providers.sse_decode import stream_sse
 from providers.structured import OutputCheck
 from providers.upstream import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, MAX_STREAM_BYTES, iter_body, read_capped
+from switchyard.catalogue import cost_usd
 from switchyard.config import Pricing, Timeouts
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import provider_pb2 as ppb
