@@ -209,7 +209,7 @@ def usage_dict(usage: pb.Usage) -> dict[str, Any]:
     prompt_details = {"cached_tokens": usage.cached_tokens, "audio_tokens": usage.audio_prompt_tokens}
     if usage.cache_write_tokens:
         prompt_details["cache_write_tokens"] = usage.cache_write_tokens
-    return {
+    out = {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens or usage.prompt_tokens + usage.completion_tokens,
@@ -217,6 +217,9 @@ def usage_dict(usage: pb.Usage) -> dict[str, Any]:
         "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens,
                                       "audio_tokens": usage.audio_completion_tokens},
     }
+    if usage.estimated:  # the upstream reported no counts: these are the gateway's estimate
+        out["estimated"] = True
+    return out
 
 
 def _thinking_blocks(blocks: Any) -> list[dict[str, str]]:
