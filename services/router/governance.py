@@ -381,7 +381,7 @@ def _over_budget(budget: _Budget, used: float, asked: float) -> pb.Error:
     spec = budget.spec
     period = f"rolling {spec.window_s}s" if spec.period == "rolling" else spec.period
     return pb.Error(status=402, type="insufficient_quota", code="budget_exceeded",
-                    message=f"the {budget.label}'s {period} budget of ${spec.usd:.2f} is exhausted: "
+                    message=f"the {budget.label}'s {period} budget of ${spec.usd:g} is exhausted: "
                             f"${used:.6f} spent or reserved, this request may cost up to ${asked:.6f}")
 
 
