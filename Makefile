@@ -36,6 +36,7 @@ proto-check: setup
 
 bench: setup
 	$(PY) tests/bench/bench_pipeline.py
+	$(PY) tests/bench/bench_governance.py
 	$(PY) tests/bench/bench.py
 
 clean:

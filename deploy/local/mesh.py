@@ -222,6 +222,7 @@ class Mesh:
             "SWITCHYARD_EDGE_ADDRESS": f"unix:{self.sockets['edge']}",
             "SWITCHYARD_EDGE_ROUTER_TARGET": f"unix:{self.sockets['envoy-router']}",
             "SWITCHYARD_EDGE_ANALYTICS_TARGET": f"unix:{self.sockets['analytics']}",
+            "SWITCHYARD_NATS_URL": self.nats_url_for("edge"),
         }, (self.sockets["edge"],))
         envoy_config = run / "envoy.yaml"
         renderer = load_envoy_renderer()

@@ -9,6 +9,7 @@ a prefix pattern), so the key-value buckets a router may use are listed in
 - ``router``: publish usage events, create and read the usage stream (never
   purge, delete or reconfigure it: new limits could drop events just as a
   purge does), create/read/write/watch the KV buckets.
+- ``edge``: create/read/write/watch the managed-keys bucket; nothing else.
 - ``analytics``: read the usage stream through its own consumers and ack;
   nothing else (it cannot publish events).
 - ``admin``: everything, including purging and deleting streams (operators).
@@ -23,8 +24,9 @@ from typing import Any
 
 from switchyard.events import STREAM, SUBJECT_PREFIX
 
-KV_BUCKETS = ("SWITCHYARD_ROUTES",)
-USERS = ("router", "analytics", "admin")
+KV_BUCKETS = ("SWITCHYARD_ROUTES", "SWITCHYARD_LIMITS", "SWITCHYARD_BUDGETS")  # the routers'
+EDGE_KV_BUCKETS = ("SWITCHYARD_KEYS",)  # managed API keys: the edges watch them, the admin API writes them
+USERS = ("router", "edge", "analytics", "admin")
 API = "$JS.API"
 # Never granted to a service: only the admin user may purge, delete or reconfigure.
 DESTRUCTIVE = (f"{API}.STREAM.PURGE.>", f"{API}.STREAM.DELETE.>", f"{API}.STREAM.MSG.DELETE.>",
@@ -56,6 +58,8 @@ def permissions(user: str) -> dict[str, Any] | None:
         publish = [f"{SUBJECT_PREFIX}.>", f"{API}.STREAM.CREATE.{STREAM}", f"{API}.STREAM.INFO.{STREAM}"]
         for bucket in KV_BUCKETS:
             publish += _kv_publish(bucket)
+    elif user == "edge":
+        publish = [p for bucket in EDGE_KV_BUCKETS for p in _kv_publish(bucket)]
     elif user == "analytics":
         publish = [f"{API}.STREAM.INFO.{STREAM}", f"{API}.STREAM.NAMES",
                    f"{API}.CONSUMER.CREATE.{STREAM}", f"{API}.CONSUMER.CREATE.{STREAM}.>",

@@ -38,8 +38,8 @@ def _error(exc: SwitchyardError) -> web.Response:
 
 
 class AnalyticsProxy:
-    def __init__(self, config: Config, target: str, timeout_s: float = 60.0) -> None:
-        self.keys = KeyStore(config.api_keys)
+    def __init__(self, config: Config, target: str, timeout_s: float = 60.0, keys: KeyStore | None = None) -> None:
+        self.keys = keys if keys is not None else KeyStore(config.api_keys)
         self.target = target
         self.timeout = aiohttp.ClientTimeout(total=timeout_s, connect=5)
         self._session: aiohttp.ClientSession | None = None
@@ -88,9 +88,11 @@ class AnalyticsProxy:
             raise UnavailableError("the analytics service is not available", retry_after_ms=1000) from None
 
 
-def register(app: web.Application, config: Config) -> None:
-    """Add the /v1/analytics routes (before any catch-all route)."""
-    proxy = AnalyticsProxy(config, os.environ.get("SWITCHYARD_EDGE_ANALYTICS_TARGET", "127.0.0.1:8090"))
+def register(app: web.Application, config: Config, keys: KeyStore | None = None) -> None:
+    """Add the /v1/analytics routes (before any catch-all route); ``keys``: the
+    edge's key store (managed keys included)."""
+    proxy = AnalyticsProxy(config, os.environ.get("SWITCHYARD_EDGE_ANALYTICS_TARGET", "127.0.0.1:8090"),
+                           keys=keys)
     app[PROXY] = proxy
     app.router.add_route("*", PREFIX + "/{tail:.*}", proxy.handle)
 

@@ -12,8 +12,10 @@ from aiohttp import web
 from opentelemetry.trace import Tracer
 
 from edge import analytics_proxy
+from edge.admin import KeysAdmin
 from edge.auth import KeyStore
 from edge.handlers import Handlers
+from edge.managed_keys import ManagedKeys
 from edge.openapi import openapi_document
 from switchyard import telemetry
 from switchyard.config import Config
@@ -34,7 +36,8 @@ async def _not_found(request: web.Request) -> web.Response:
 
 def create_app(config: Config, router_target: str, request_timeout_s: float = 600.0,
                tracer: Tracer | None = None) -> web.Application:
-    handlers = Handlers(config, KeyStore(config.api_keys), router_target, request_timeout_s,
+    keys = KeyStore(config.api_keys)
+    handlers = Handlers(config, keys, router_target, request_timeout_s,
                         transport=os.environ.get("SWITCHYARD_TRANSPORT", "session"),
                         sessions=int(os.environ.get("SWITCHYARD_EDGE_SESSIONS", "2")),
                         sse_heartbeat_s=float(os.environ.get("SWITCHYARD_EDGE_SSE_HEARTBEAT_S", "15")),
@@ -49,12 +52,22 @@ def create_app(config: Config, router_target: str, request_timeout_s: float = 60
     app.router.add_get("/healthz", _health)
     app.router.add_get("/readyz", handlers.ready)
     app.router.add_get("/openapi.json", lambda _: web.Response(body=openapi, content_type="application/json"))
-    analytics_proxy.register(app, config)
+    analytics_proxy.register(app, config, keys)
+    nats_url = os.environ.get("SWITCHYARD_NATS_URL")
+    managed = ManagedKeys(nats_url, keys.set_managed) if nats_url else None
+    KeysAdmin(keys, managed, config.api_keys).register(app)
     app.router.add_route("*", "/{tail:.*}", _not_found)
+
+    async def _open(_: web.Application) -> None:
+        if managed is not None:
+            await managed.start()
 
     async def _close(_: web.Application) -> None:
         await handlers.close()
+        if managed is not None:
+            await managed.close()
 
+    app.on_startup.append(_open)
     app.on_cleanup.append(_close)
     return app
 

@@ -8,6 +8,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from edge.conventions import API_KEY_HEADERS
 from switchyard.config import ApiKeySpec, hash_key, key_prefix
@@ -22,8 +23,14 @@ class _Entry:
 
 
 class KeyStore:
+    """Keys from the config file, plus the managed keys (``managed_keys.py``)
+    replaced as a whole whenever they change. A managed key never shadows a
+    config key of the same id."""
+
     def __init__(self, specs: list[ApiKeySpec]) -> None:
         self._by_prefix: dict[str, list[_Entry]] = {}
+        self._managed: dict[str, list[_Entry]] = {}
+        self.config_ids = frozenset(spec.id for spec in specs)
         for spec in specs:
             if spec.key_env:
                 plain = os.environ.get(spec.key_env)
@@ -36,7 +43,14 @@ class KeyStore:
             self._by_prefix.setdefault(prefix, []).append(_Entry(bytes.fromhex(digest), spec))
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self._by_prefix.values())
+        return sum(len(v) for v in self._by_prefix.values()) + sum(len(v) for v in self._managed.values())
+
+    def set_managed(self, specs: dict[str, ApiKeySpec]) -> None:
+        by_prefix: dict[str, list[_Entry]] = {}
+        for spec in specs.values():
+            if spec.sha256 and spec.prefix and spec.id not in self.config_ids:
+                by_prefix.setdefault(spec.prefix, []).append(_Entry(bytes.fromhex(spec.sha256), spec))
+        self._managed = by_prefix
 
     def authenticate(self, headers: Mapping[str, str]) -> ApiKeySpec:
         key = presented_key(headers)
@@ -45,11 +59,14 @@ class KeyStore:
                                       "or in an 'api-key' header.")
         digest = bytes.fromhex(hash_key(key))
         found: ApiKeySpec | None = None
-        for entry in self._by_prefix.get(key_prefix(key), ()):
+        prefix = key_prefix(key)
+        for entry in (*self._by_prefix.get(prefix, ()), *self._managed.get(prefix, ())):
             if hmac.compare_digest(entry.digest, digest):
                 found = entry.spec
         if found is None:
             raise AuthenticationError("Incorrect API key provided.")
+        if found.expires_at is not None and found.expires_at <= datetime.now(UTC):
+            raise AuthenticationError("This API key has expired.", code="expired_api_key")
         return found
 
 

@@ -63,7 +63,9 @@ def json_error(exc: SwitchyardError, request_id: str = "") -> web.Response:
 
 def _proto_error_response(err: pb.Error, headers: dict[str, str]) -> web.Response:
     status, body = error_status_and_body(err)
-    if err.retry_after_ms:
+    if err.headers:  # x-ratelimit-* and retry-after from the router's admission
+        headers.update(err.headers)
+    if err.retry_after_ms and "retry-after" not in headers:
         headers["retry-after"] = str(max(1, round(err.retry_after_ms / 1000)))
     return web.Response(status=status, body=body, content_type=JSON, headers=headers)
 

@@ -23,7 +23,7 @@ from edge.openai_schema import (
     ChatCompletionRequest,
     ThinkingBlock,
 )
-from switchyard.config import ApiKeySpec
+from switchyard.config import ApiKeySpec, RateLimitSpec
 from switchyard.errors import error_envelope
 from switchyard.v1 import chat_pb2 as pb
 
@@ -43,7 +43,22 @@ def identity_of(key: ApiKeySpec) -> pb.Identity:
     if key.allowed_models is not None:
         identity.restricted = True
         identity.allowed_models.extend(key.allowed_models)
+    if key.limits is not None:
+        _rate_limit(identity.key_limit, key.limits)
+    if key.end_user_limits is not None:
+        _rate_limit(identity.end_user_limit, key.end_user_limits)
+    for budget in key.budgets:
+        identity.budgets.add(usd=budget.usd, period=budget.period, window_s=budget.window_s, scope=budget.per,
+                             hard=budget.hard, fail_open=budget.on_store_unavailable == "open")
+    if key.max_concurrent:
+        identity.max_concurrent = key.max_concurrent
+    if key.metadata:
+        identity.tags.update(key.metadata)
     return identity
+
+
+def _rate_limit(out: pb.RateLimit, spec: RateLimitSpec) -> None:
+    out.rpm, out.tpm, out.fail_closed = spec.rpm or 0, spec.tpm or 0, spec.on_store_unavailable == "closed"
 
 
 def to_chat_request(req: ChatCompletionRequest, *, request_id: str, identity: pb.Identity | None = None,
@@ -194,7 +209,7 @@ def usage_dict(usage: pb.Usage) -> dict[str, Any]:
     prompt_details = {"cached_tokens": usage.cached_tokens, "audio_tokens": usage.audio_prompt_tokens}
     if usage.cache_write_tokens:
         prompt_details["cache_write_tokens"] = usage.cache_write_tokens
-    return {
+    out = {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens or usage.prompt_tokens + usage.completion_tokens,
@@ -202,6 +217,9 @@ def usage_dict(usage: pb.Usage) -> dict[str, Any]:
         "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens,
                                       "audio_tokens": usage.audio_completion_tokens},
     }
+    if usage.estimated:  # the upstream reported no counts: these are the gateway's estimate
+        out["estimated"] = True
+    return out
 
 
 def _thinking_blocks(blocks: Any) -> list[dict[str, str]]:

@@ -19,11 +19,12 @@ import aiohttp
 from providers.base import Translator, UpstreamProtocolError, UpstreamStreamError, UpstreamTruncatedError
 from providers.errors import failure_error, timeout_error
 from providers.fairness import KeyBusyError, KeyGate
-from providers.pricing import cost_usd
 from providers.sanitize import log_upstream_text
 from providers.sse_decode import stream_sse
 from providers.structured import OutputCheck
 from providers.upstream import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, MAX_STREAM_BYTES, iter_body, read_capped
+from switchyard import tokens
+from switchyard.catalogue import cost_usd
 from switchyard.config import Pricing, Timeouts
 from switchyard.metering import add_usage
 from switchyard.v1 import chat_pb2 as pb
@@ -70,15 +71,28 @@ async def stream_attempt(spec: AttemptSpec, request: pb.ChatRequest,
     n = request.sampling.n or 1
     source = _fan_out(spec, request, n, deadline) if n > 1 and not caps.n else _single(spec, request, deadline)
     priced = False
+    produced = 0  # bytes of generated text, for an upstream that reports no usage
     async for event in source:
         if event.HasField("usage"):
+            if not (event.usage.prompt_tokens or event.usage.completion_tokens):
+                continue  # all zeros is no report: estimated below rather than billed as free
             event.usage.cost_usd = cost_usd(spec.pricing, event.usage)
             priced = True
+        elif event.HasField("chunk"):
+            produced += tokens.chunk_text_bytes(event.chunk)
         yield event
     if not priced:
-        # Usage closes every complete answer, even from an upstream that
-        # reports none, so a cut relay can be told from a finished one.
-        yield ppb.GenerateEvent(usage=pb.Usage())
+        # Usage closes every complete answer. An upstream that reports none
+        # (llama.cpp's server) is estimated and marked so, never billed as zero.
+        yield ppb.GenerateEvent(usage=estimated_usage(spec.pricing, request, produced))
+
+
+def estimated_usage(pricing: Pricing | None, request: pb.ChatRequest, produced_bytes: int) -> pb.Usage:
+    prompt, completion = tokens.prompt_tokens(request), tokens.bytes_tokens(produced_bytes)
+    usage = pb.Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
+                     estimated=True)
+    usage.cost_usd = cost_usd(pricing, usage)
+    return usage
 
 
 async def _single(spec: AttemptSpec, request: pb.ChatRequest,

@@ -14,8 +14,8 @@ from providers.fairness import KeyGate
 from providers.gemini import GeminiTranslator
 from providers.openai import OpenAITranslator
 from providers.openai_compat import OpenAICompatTranslator
-from providers.pricing import price_for
 from providers.upstream import new_session
+from switchyard.catalogue import price_for
 from switchyard.config import Config, ProviderSpec
 from switchyard.v1 import provider_pb2 as ppb
 

@@ -11,14 +11,29 @@ from grpc_health.v1 import health, health_pb2
 
 from router.breaker import BreakerBoard, breaker_settings
 from router.config_watch import ConfigWatcher
+from router.governance import BUCKETS, BUDGETS_BUCKET, LIMITS_BUCKET, Governor
+from router.ledger import Buckets, Ledger, MemoryKV
 from router.pipeline import Pipeline
 from router.server import CONFIG_HEALTH, RouterServicer
 from router.usage import CountingUsageSink, UsageSink
 from switchyard import logs, telemetry
-from switchyard.config import ConfigError
+from switchyard.config import ConfigError, GovernanceSpec
 from switchyard.events import UsagePublisher
 from switchyard.grpc_server import CHANNEL_OPTIONS, run, serve
 from switchyard.session import streamer
+
+
+async def start_governor(nats_url: str | None, settings: GovernanceSpec) -> tuple[Governor, Buckets | None]:
+    """Limits and budgets over NATS key-value, or per process without NATS."""
+    if not nats_url:
+        memory = MemoryKV()
+        return Governor(Ledger(lambda: memory), Ledger(lambda: memory), settings), None  # type: ignore[arg-type]
+    buckets = Buckets(nats_url, BUCKETS)
+    await buckets.start()
+    timeout = settings.store_timeout_s
+    limits = Ledger(lambda: buckets.kv(LIMITS_BUCKET), buckets.connected, timeout_s=timeout)
+    budgets = Ledger(lambda: buckets.kv(BUDGETS_BUCKET), buckets.connected, timeout_s=timeout)
+    return Governor(limits, budgets, settings), buckets
 
 
 async def main() -> None:
@@ -50,7 +65,8 @@ async def main() -> None:
         usage = publisher
     else:
         usage = CountingUsageSink()
-    pipeline = Pipeline(lambda: watcher.table, generate, usage, breakers, telemetry.setup("router"))
+    governor, buckets = await start_governor(nats_url, watcher.table.config.governance)
+    pipeline = Pipeline(lambda: watcher.table, generate, usage, breakers, telemetry.setup("router"), governor)
     servicer = RouterServicer(pipeline, lambda: watcher.table)
 
     async def report_config(health_servicer: health.aio.HealthServicer) -> None:
@@ -63,6 +79,9 @@ async def main() -> None:
             await asyncio.sleep(0.5)
 
     async def stop() -> None:
+        await governor.close()
+        if buckets is not None:
+            await buckets.close()
         await watcher.close()
         await channel.close()
         if nats_url:

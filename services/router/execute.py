@@ -100,6 +100,11 @@ class Outcome:
     cancelled: bool = False
     arm: str = ""
     template: str = ""
+    # The answering attempt's output since it committed, until its usage event
+    # arrives: what a stream cut before its usage is billed for (by estimate).
+    unbilled: bool = False
+    chunks: int = 0
+    chunk_bytes: int = 0
 
 
 @dataclass(slots=True)
@@ -238,7 +243,12 @@ async def stream_attempt(leaf: Leaf, ctx: RunContext, record: Attempt) -> AsyncI
                 outcome.started = started = _started(ctx, target.provider, target.model, number)
                 body = started.SerializeToString()  # as ChatEvent field 1, without building a ChatEvent
                 yield b"\x0a" + _varint(len(body)) + body
-            if tag == event_tags.USAGE:
+                outcome.unbilled, outcome.chunks, outcome.chunk_bytes = True, 0, 0
+            if tag == event_tags.CHUNK:
+                outcome.chunks += 1
+                outcome.chunk_bytes += len(raw)
+            elif tag == event_tags.USAGE:
+                outcome.unbilled = False
                 total = bill(outcome, ppb.GenerateEvent.FromString(raw).usage)
                 if billed_before:  # earlier attempts were billed too (cascade): report the sum
                     raw = _event(usage=total)

@@ -4,9 +4,12 @@
 2. plan    — the model identifier and fallbacks into a plan (routes.py)
 3. admit   — the key's scope over every target the plan can reach (admission.py);
              after planning, because the scope applies to what the plan reaches
+   admit   — then the key's and end user's rate limits, concurrency cap and
+             the key's, end user's and tenant's budgets (governance.py)
 4. run     — strategies drive attempts, falling back only before output (policy.py,
-             one attempt in execute.py)
-5. settle  — the decision trace if asked for, one usage event always (usage.py)
+             one attempt in execute.py); a hard budget meters the stream
+5. settle  — the decision trace if asked for, an answer cut before its usage billed
+             by estimate, one usage event always (usage.py), reservations settled
 
 Each stage raises a ``SwitchyardError`` for the client (nothing upstream has
 been called before ``run``) or streams ChatEvent bytes.
@@ -22,9 +25,10 @@ from opentelemetry.trace import SpanKind, Tracer
 from router.admission import check_scope
 from router.breaker import BreakerBoard
 from router.execute import BeforeOutputError, Outcome, RunContext
+from router.governance import Governor, Grant, budget_cut
 from router.policy import plan_failed, stream_node
 from router.routes import Plan, RoutingTable
-from router.usage import UsageSink, build_usage_event
+from router.usage import UsageSink, bill_unfinished, build_usage_event
 from switchyard import attributes, event_tags, telemetry
 from switchyard.errors import InvalidRequestError, SwitchyardError
 from switchyard.session import Streamer
@@ -33,7 +37,8 @@ from switchyard.v1 import chat_pb2 as pb
 
 class Pipeline:
     def __init__(self, table: Callable[[], RoutingTable], generate: Streamer, usage: UsageSink,
-                 breakers: BreakerBoard, tracer: Tracer | None = None) -> None:
+                 breakers: BreakerBoard, tracer: Tracer | None = None, governor: Governor | None = None) -> None:
+        self.governor = governor
         self.table = table
         self.generate = generate
         self.usage = usage
@@ -47,6 +52,7 @@ class Pipeline:
         table = self.table()  # this request keeps the snapshot it started with
         outcome = Outcome()
         plan: Plan | None = None
+        grant: Grant | None = None
         span = None
         if self.tracer is not None:
             span = self.tracer.start_span("switchyard.v1.Router/Chat", kind=SpanKind.SERVER,
@@ -58,6 +64,8 @@ class Pipeline:
                 request_bytes = expand(table, request, request_bytes, outcome)
                 plan = table.plan(request.model, request.routing.fallbacks)
                 check_scope(request.identity, plan, list(request.routing.fallbacks))
+                if self.governor is not None:
+                    grant = await self.governor.admit(request, plan, table)
             except SwitchyardError as exc:
                 outcome.error = exc.to_proto()
                 yield pb.ChatEvent(error=outcome.error).SerializeToString()
@@ -65,10 +73,15 @@ class Pipeline:
             ctx = RunContext(request, request_bytes, deadline, self.generate, self.breakers, plan, outcome,
                              self.tracer, span, table.provider_types)
             events = stream_node(plan.root, ctx, "")
+            meter = grant.meter if grant is not None else None
             try:
                 async for raw in events:
                     if outcome.first_output_at is None and raw[0] == event_tags.STARTED:
                         outcome.first_output_at = time.monotonic()
+                    elif meter is not None and raw[0] == event_tags.CHUNK and not await meter.allow(raw):
+                        outcome.error = budget_cut()
+                        yield pb.ChatEvent(error=outcome.error).SerializeToString()
+                        break
                     yield raw
             except BeforeOutputError as exc:
                 outcome.error = plan_failed(exc.error, ctx)
@@ -78,6 +91,11 @@ class Pipeline:
             if request.routing.trace:
                 yield pb.ChatEvent(trace=decision_trace(plan, outcome)).SerializeToString()
         finally:
+            if outcome.unbilled:
+                bill_unfinished(request, outcome, table, grant.meter.delivered_tokens
+                                if grant is not None and grant.meter is not None else None)
+            if grant is not None:
+                self.governor.settle(grant, outcome.usage)  # type: ignore[union-attr]
             self._settle(request, plan, outcome, received, span)
 
     def _settle(self, request: pb.ChatRequest, plan: Plan | None, outcome: Outcome, received: float,

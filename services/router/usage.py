@@ -7,8 +7,10 @@ import time
 from collections.abc import Mapping
 from typing import Protocol
 
-from router.execute import Outcome
-from router.routes import Plan
+from router.execute import Outcome, bill
+from router.routes import Plan, RoutingTable
+from switchyard import tokens
+from switchyard.catalogue import cost_usd, price_for
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import usage_pb2 as upb
 
@@ -46,6 +48,8 @@ def build_usage_event(request: pb.ChatRequest, plan: Plan | None, outcome: Outco
         event.stream = True
     for attempt in outcome.attempts:
         attempt.to_proto(event.attempts.add())
+    if identity.tags:
+        event.tags.update(identity.tags)  # the key's metadata; the request's own tags win
     if routing.tags:
         event.tags.update(routing.tags)
     if plan is not None and plan.route:
@@ -58,6 +62,8 @@ def build_usage_event(request: pb.ChatRequest, plan: Plan | None, outcome: Outco
         event.ttft_ms = (outcome.first_output_at - received) * 1000
     if outcome.usage is not None:
         event.usage.CopyFrom(outcome.usage)
+        if outcome.usage.estimated:
+            event.usage_estimated = True
     if outcome.cancelled:
         event.status = "cancelled"
     elif outcome.error is not None:
@@ -65,3 +71,26 @@ def build_usage_event(request: pb.ChatRequest, plan: Plan | None, outcome: Outco
     else:
         event.status, event.http_status = "ok", 200
     return event
+
+
+def bill_unfinished(request: pb.ChatRequest, outcome: Outcome, table: RoutingTable,
+                    delivered_tokens: int | None = None) -> None:
+    """An answer that ended before its usage event (client gone, deadline,
+    a router or provider failure mid-stream, a budget cut) is billed for the
+    whole prompt and the output it produced, estimated (``switchyard.tokens``)
+    and marked as such. ``delivered_tokens``: a count already made from the
+    chunks' text (hard budgets), else it is estimated from their wire size."""
+    started = outcome.started
+    if not outcome.unbilled or started is None:
+        return
+    outcome.unbilled = False
+    completion = delivered_tokens if delivered_tokens is not None else \
+        tokens.relayed_tokens(outcome.chunks, outcome.chunk_bytes)
+    prompt = tokens.prompt_tokens(request)
+    usage = pb.Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
+                     estimated=True)
+    provider = table.config.providers.get(started.provider)
+    if provider is not None:
+        spec = provider.model(started.model)
+        usage.cost_usd = cost_usd(price_for(provider.type, started.model, spec.pricing if spec else None), usage)
+    bill(outcome, usage)

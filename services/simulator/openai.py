@@ -220,7 +220,7 @@ class Answer:
     id: str
     model: str
     choices: list[Choice]
-    usage: dict[str, Any]
+    usage: dict[str, Any] | None
     logprobs: int | None     # None: not requested; else top_logprobs count
     include_usage: bool
     created: int
@@ -332,9 +332,10 @@ def compose(body: dict, script: Script, flavour: Flavour, cached: int = 0) -> An
     }
     model = SNAPSHOTS.get(body["model"], body["model"]) if flavour.strict else body["model"]
     top = body.get("top_logprobs") or 0
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage")) and not script.no_usage
     return Answer(flavour, _new_id("chatcmpl-", 29) if flavour.strict else "chatcmpl-" + secrets.token_hex(16),
-                  model, choices, usage, top if body.get("logprobs") else None,
-                  bool((body.get("stream_options") or {}).get("include_usage")), int(time.time()))
+                  model, choices, None if script.no_usage else usage, top if body.get("logprobs") else None,
+                  include_usage, int(time.time()))
 
 
 def _prompt_tokens(body: dict) -> int:

@@ -27,6 +27,8 @@ Keys (header form is ``x-sim-<key with - for _>``):
   a JSON object (a model ignoring its instructions).
 - ``no_json_schema``: 1 = the compat flavour refuses ``response_format``
   ``json_schema`` with a 500, as llama.cpp's server does.
+- ``no_usage``: 1 = report no usage at all (no ``usage`` in the answer, no
+  usage chunk even when asked for), as llama.cpp's server does.
 - ``hostile``/``hostile_kib``: answer with a hostile body instead (see
   ``hostile.py``: bare newlines, a gzip bomb, endless lines, bad UTF-8...).
 - ``model``: apply this directive only when the request is for this model
@@ -51,7 +53,7 @@ from aiohttp import web
 _DIRECTIVE = re.compile(r"\[\[sim((?:\s+[a-z_]+=[^\s\]]+)*)\s*\]\]")
 _INT_KEYS = {"status", "retry_after", "delay_ms", "chunk_delay_ms", "stall_after", "cut_after",
              "malformed_after", "error_after", "tokens", "reasoning", "fail_first", "hostile_kib", "disobey",
-             "no_json_schema"}
+             "no_json_schema", "no_usage"}
 _SEEN: OrderedDict[str, int] = OrderedDict()  # directive text -> requests seen (fail_first)
 _SEEN_MAX = 10_000
 
@@ -75,6 +77,7 @@ class Script:
     hostile_kib: int | None = None
     disobey: int = 0
     no_json_schema: int = 0
+    no_usage: int = 0
 
 
 def parse_script(headers: Any, prompt_text: str, model: str | None = None) -> Script:

@@ -14,6 +14,7 @@ import os
 import re
 import uuid
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -118,6 +119,62 @@ class ProviderSpec(_Strict):
         return None
 
 
+_DURATION = re.compile(r"^([1-9][0-9]*)([smhd])$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_s(text: str) -> int:
+    """``90s``, ``30m``, ``24h``, ``7d`` in seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 30m, 24h or 7d")
+    return int(match.group(1)) * _SECONDS[match.group(2)]
+
+
+class RateLimitSpec(_Strict):
+    """Requests and tokens (prompt + completion) per minute, in a sliding
+    (GCRA) window shared by every router replica. Tokens are reserved at
+    admission as an estimate (prompt + max_tokens, or the model's output
+    limit) and reconciled to the actual usage at the end."""
+
+    rpm: Annotated[int, Field(ge=1)] | None = None
+    tpm: Annotated[int, Field(ge=1)] | None = None
+    # NATS unreachable: admit (open, the default for rate limits) or refuse with 503 (closed).
+    on_store_unavailable: Literal["open", "closed"] = "open"
+
+
+class BudgetSpec(_Strict):
+    """USD over a period: ``daily`` and ``monthly`` are calendar periods in
+    UTC, ``rolling`` is the last ``window`` (e.g. 24h, 7d). The worst-case
+    cost is reserved at admission and reconciled to the actual cost, so
+    concurrent requests cannot overspend. ``hard``: a stream reserves in
+    increments as it runs and is cut with ``budget_exceeded`` when the next
+    increment does not fit."""
+
+    usd: Annotated[float, Field(gt=0)]
+    period: Literal["daily", "monthly", "rolling"] = "monthly"
+    window: str | None = None
+    per: Literal["key", "end_user"] = "key"
+    hard: bool = False
+    # NATS unreachable: refuse with 503 (closed, the default for budgets) or admit (open).
+    on_store_unavailable: Literal["open", "closed"] = "closed"
+
+    @model_validator(mode="after")
+    def _window(self) -> BudgetSpec:
+        if self.period == "rolling":
+            if not self.window:
+                raise ValueError("a rolling budget needs a window (e.g. 24h, 7d)")
+            if not 60 <= duration_s(self.window) <= 90 * 86400:
+                raise ValueError("window: between 1m and 90d")
+        elif self.window:
+            raise ValueError("window is only for period: rolling")
+        return self
+
+    @property
+    def window_s(self) -> int:
+        return duration_s(self.window) if self.window else 0
+
+
 class ApiKeySpec(_Strict):
     """A client key. ``allowed_models`` lists model identifiers (raw names,
     aliases, ``provider/model``) and routing configs (``@slug``) the key may
@@ -131,8 +188,15 @@ class ApiKeySpec(_Strict):
     tenant: str = "default"
     allowed_models: list[str] | None = None
     default_model: str | None = None
-    # admin: sees every tenant's analytics; client: only its own tenant's.
+    # admin: sees every tenant's analytics and manages keys (/admin/keys); client: its own tenant only.
     role: Literal["client", "admin"] = "client"
+    expires_at: datetime | None = None
+    metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=dict, max_length=32)  # attached to the key's usage events as tags
+    limits: RateLimitSpec | None = None           # the whole key
+    end_user_limits: RateLimitSpec | None = None  # each end user of the key (user, mlx:end_user, X-Muxx-User-Id)
+    budgets: list[BudgetSpec] = Field(default_factory=list, max_length=8)
+    max_concurrent: Annotated[int, Field(ge=1)] | None = None  # requests in flight at once, across replicas
 
     @model_validator(mode="after")
     def _one_source(self) -> ApiKeySpec:
@@ -140,7 +204,37 @@ class ApiKeySpec(_Strict):
             raise ValueError("set exactly one of sha256 (with prefix) or key_env")
         if self.sha256 and not self.prefix:
             raise ValueError("sha256 needs the key's public prefix (its first 12 characters)")
+        seen = [(b.per, b.period, b.window_s) for b in self.budgets]
+        if len(seen) != len(set(seen)):
+            raise ValueError("budgets: at most one budget per (per, period, window)")
+        if self.expires_at is not None and self.expires_at.tzinfo is None:
+            raise ValueError("expires_at needs a time zone (e.g. 2027-01-01T00:00:00Z)")
         return self
+
+
+class TenantSpec(_Strict):
+    """Per tenant: budgets over every key of the tenant."""
+
+    budgets: list[BudgetSpec] = Field(default_factory=list, max_length=8)
+
+    @model_validator(mode="after")
+    def _tenant_wide(self) -> TenantSpec:
+        if any(b.per != "key" for b in self.budgets):
+            raise ValueError("tenant budgets cover the whole tenant: leave `per` out")
+        return self
+
+
+class GovernanceSpec(_Strict):
+    """How limits and budgets are kept across router replicas (NATS key-value)."""
+
+    # A reservation whose router died is released after this long (live ones are renewed).
+    reservation_ttl_s: Annotated[float, Field(ge=1, le=3600)] = 30.0
+    # Hard budgets: output tokens a stream reserves at a time.
+    stream_increment_tokens: Annotated[int, Field(ge=16, le=100_000)] = 256
+    # Output tokens reserved for a model whose output limit is unknown and a request without max_tokens.
+    default_max_output_tokens: Annotated[int, Field(ge=1)] = 4096
+    # Longest wait for NATS on an admission before the fail-open/closed policy applies.
+    store_timeout_s: Annotated[float, Field(gt=0, le=10)] = 0.5
 
 
 class Limits(_Strict):
@@ -345,6 +439,8 @@ class Config(_Strict):
     api_keys: list[ApiKeySpec] = Field(default_factory=list)
     limits: Limits = Limits()
     analytics: AnalyticsSpec = AnalyticsSpec()
+    tenants: dict[str, TenantSpec] = Field(default_factory=dict)
+    governance: GovernanceSpec = GovernanceSpec()
 
     @field_validator("routes", mode="before")
     @classmethod

@@ -16,3 +16,4 @@ def add_usage(total: pb.Usage, part: pb.Usage) -> None:
     total.audio_prompt_tokens += part.audio_prompt_tokens
     total.audio_completion_tokens += part.audio_completion_tokens
     total.cost_usd += part.cost_usd
+    total.estimated = total.estimated or part.estimated

@@ -233,7 +233,7 @@ async def test_launcher_decides_addresses_and_nats(env_mesh: Mesh, env_client: A
     assert router["SWITCHYARD_NATS_URL"] == env_mesh.nats_url_for("router")
     assert router["SWITCHYARD_ROUTER_SPOOL"].startswith(str(env_mesh.settings.run_dir))
     edge = service_environ(env_mesh, "edge")
-    assert "SWITCHYARD_NATS_URL" not in edge  # only the router and analytics get NATS credentials
+    assert edge["SWITCHYARD_NATS_URL"] == env_mesh.nats_url_for("edge")  # each service its own NATS user
     assert edge["SWITCHYARD_EDGE_ANALYTICS_TARGET"] == f"unix:{env_mesh.sockets['analytics']}"
     analytics = service_environ(env_mesh, "analytics")
     assert analytics["SWITCHYARD_ANALYTICS_ADDRESS"] == f"unix:{env_mesh.sockets['analytics']}"

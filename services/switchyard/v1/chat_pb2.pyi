@@ -231,18 +231,61 @@ class RoutingContext(_message.Message):
     def __init__(self, tags: _Optional[_Mapping[str, str]] = ..., end_user: _Optional[str] = ..., session_id: _Optional[str] = ..., cache_skip: _Optional[bool] = ..., trace: _Optional[bool] = ..., template: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., fallbacks: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Identity(_message.Message):
-    __slots__ = ("key_id", "tenant", "allowed_models", "restricted", "default_model")
+    __slots__ = ("key_id", "tenant", "allowed_models", "restricted", "default_model", "key_limit", "end_user_limit", "budgets", "max_concurrent", "tags")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_MODELS_FIELD_NUMBER: _ClassVar[int]
     RESTRICTED_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_MODEL_FIELD_NUMBER: _ClassVar[int]
+    KEY_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    END_USER_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    BUDGETS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     tenant: str
     allowed_models: _containers.RepeatedScalarFieldContainer[str]
     restricted: bool
     default_model: str
-    def __init__(self, key_id: _Optional[str] = ..., tenant: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., restricted: _Optional[bool] = ..., default_model: _Optional[str] = ...) -> None: ...
+    key_limit: RateLimit
+    end_user_limit: RateLimit
+    budgets: _containers.RepeatedCompositeFieldContainer[Budget]
+    max_concurrent: int
+    tags: _containers.ScalarMap[str, str]
+    def __init__(self, key_id: _Optional[str] = ..., tenant: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., restricted: _Optional[bool] = ..., default_model: _Optional[str] = ..., key_limit: _Optional[_Union[RateLimit, _Mapping]] = ..., end_user_limit: _Optional[_Union[RateLimit, _Mapping]] = ..., budgets: _Optional[_Iterable[_Union[Budget, _Mapping]]] = ..., max_concurrent: _Optional[int] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class RateLimit(_message.Message):
+    __slots__ = ("rpm", "tpm", "fail_closed")
+    RPM_FIELD_NUMBER: _ClassVar[int]
+    TPM_FIELD_NUMBER: _ClassVar[int]
+    FAIL_CLOSED_FIELD_NUMBER: _ClassVar[int]
+    rpm: int
+    tpm: int
+    fail_closed: bool
+    def __init__(self, rpm: _Optional[int] = ..., tpm: _Optional[int] = ..., fail_closed: _Optional[bool] = ...) -> None: ...
+
+class Budget(_message.Message):
+    __slots__ = ("usd", "period", "window_s", "scope", "hard", "fail_open")
+    USD_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    HARD_FIELD_NUMBER: _ClassVar[int]
+    FAIL_OPEN_FIELD_NUMBER: _ClassVar[int]
+    usd: float
+    period: str
+    window_s: int
+    scope: str
+    hard: bool
+    fail_open: bool
+    def __init__(self, usd: _Optional[float] = ..., period: _Optional[str] = ..., window_s: _Optional[int] = ..., scope: _Optional[str] = ..., hard: _Optional[bool] = ..., fail_open: _Optional[bool] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
     __slots__ = ("request_id", "model", "messages", "tools", "tool_choice", "response_format", "sampling", "stream", "include_usage", "user", "extra", "routing", "identity", "metadata", "store", "prompt_cache_key", "safety_identifier", "trace_context")
@@ -367,7 +410,7 @@ class Chunk(_message.Message):
     def __init__(self, choices: _Optional[_Iterable[_Union[ChoiceDelta, _Mapping]]] = ..., system_fingerprint: _Optional[str] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens", "cost_usd", "audio_prompt_tokens", "audio_completion_tokens")
+    __slots__ = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens", "cost_usd", "audio_prompt_tokens", "audio_completion_tokens", "estimated")
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -377,6 +420,7 @@ class Usage(_message.Message):
     COST_USD_FIELD_NUMBER: _ClassVar[int]
     AUDIO_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     AUDIO_COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_FIELD_NUMBER: _ClassVar[int]
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
@@ -386,7 +430,8 @@ class Usage(_message.Message):
     cost_usd: float
     audio_prompt_tokens: int
     audio_completion_tokens: int
-    def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., audio_prompt_tokens: _Optional[int] = ..., audio_completion_tokens: _Optional[int] = ...) -> None: ...
+    estimated: bool
+    def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., audio_prompt_tokens: _Optional[int] = ..., audio_completion_tokens: _Optional[int] = ..., estimated: _Optional[bool] = ...) -> None: ...
 
 class AttemptRecord(_message.Message):
     __slots__ = ("provider", "model", "outcome", "error_type", "status", "latency_ms", "retry", "code", "backoff_ms", "gate", "route")
@@ -441,7 +486,14 @@ class DecisionTrace(_message.Message):
     def __init__(self, resolved_by: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[AttemptRecord, _Mapping]]] = ..., routes: _Optional[_Iterable[_Union[RouteDecision, _Mapping]]] = ..., template: _Optional[str] = ...) -> None: ...
 
 class Error(_message.Message):
-    __slots__ = ("status", "type", "code", "message", "param", "retryable", "retry_after_ms", "provider", "upstream_status")
+    __slots__ = ("status", "type", "code", "message", "param", "retryable", "retry_after_ms", "provider", "upstream_status", "headers")
+    class HeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     STATUS_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
@@ -451,6 +503,7 @@ class Error(_message.Message):
     RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_STATUS_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
     status: int
     type: str
     code: str
@@ -460,7 +513,8 @@ class Error(_message.Message):
     retry_after_ms: int
     provider: str
     upstream_status: int
-    def __init__(self, status: _Optional[int] = ..., type: _Optional[str] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., param: _Optional[str] = ..., retryable: _Optional[bool] = ..., retry_after_ms: _Optional[int] = ..., provider: _Optional[str] = ..., upstream_status: _Optional[int] = ...) -> None: ...
+    headers: _containers.ScalarMap[str, str]
+    def __init__(self, status: _Optional[int] = ..., type: _Optional[str] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., param: _Optional[str] = ..., retryable: _Optional[bool] = ..., retry_after_ms: _Optional[int] = ..., provider: _Optional[str] = ..., upstream_status: _Optional[int] = ..., headers: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ChatEvent(_message.Message):
     __slots__ = ("started", "chunk", "trace", "usage", "error")

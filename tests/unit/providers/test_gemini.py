@@ -17,8 +17,8 @@ from providers.base import UpstreamProtocolError, UpstreamStreamError
 from providers.gemini import GeminiTranslator
 from providers.gemini_request import SKIP_SIGNATURE
 from providers.gemini_stream import finish_reason
-from providers.pricing import PRICES, cost_usd
 from providers.sse_decode import stream_sse
+from switchyard.catalogue import cost_usd, price_for
 from switchyard.config import ProviderSpec
 from switchyard.errors import InvalidRequestError
 from switchyard.v1 import chat_pb2 as pb
@@ -266,7 +266,7 @@ def test_non_streaming_text_reasoning_logprobs_and_usage(translator: GeminiTrans
 def test_cached_tokens_are_billed_at_the_cached_rate(translator: GeminiTranslator) -> None:
     events = list(translator.parse_response((FIXTURES / "response_text.json").read_bytes(), "gemini-2.5-flash"))
     [usage] = usages(events)
-    pricing = PRICES[("gemini", "gemini-2.5-flash")]
+    pricing = price_for("gemini", "gemini-2.5-flash", None)
     expected = (9 * 0.3 + 16 * 0.03 + 16 * 2.5) / 1_000_000  # 25 prompt tokens of which 16 cached; 16 completion
     assert cost_usd(pricing, usage) == pytest.approx(expected)
 

@@ -1,0 +1,118 @@
+"""Managed keys over a real nats-server: two edges see a created, rotated and
+revoked key; the admin API refuses client keys; expired keys are refused."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from edge.admin import KeysAdmin
+from edge.auth import KeyStore
+from edge.managed_keys import ManagedKeys
+from switchyard.config import ApiKeySpec, hash_key, key_prefix
+from switchyard.errors import AuthenticationError
+from tests.unit.switchyard.test_events import NatsServer
+
+ADMIN, CLIENT = "sy_admin_" + "a" * 30, "sy_client_" + "c" * 30
+
+
+def config_keys() -> list[ApiKeySpec]:
+    return [ApiKeySpec(id="root", role="admin", sha256=hash_key(ADMIN), prefix=key_prefix(ADMIN)),
+            ApiKeySpec(id="app", sha256=hash_key(CLIENT), prefix=key_prefix(CLIENT))]
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+def accepts(store: KeyStore, key: str) -> bool:
+    try:
+        store.authenticate(bearer(key))
+    except AuthenticationError:
+        return False
+    return True
+
+
+@pytest.fixture
+async def nats_server() -> AsyncIterator[NatsServer]:
+    server = NatsServer()
+    await server.start()
+    yield server
+    server.remove()
+
+
+async def edge(url: str) -> tuple[TestClient, KeyStore, ManagedKeys]:
+    store = KeyStore(config_keys())
+    managed = ManagedKeys(url, store.set_managed)
+    await managed.start(wait_s=10)
+    app = web.Application()
+    KeysAdmin(store, managed, config_keys()).register(app)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    return client, store, managed
+
+
+async def test_a_key_created_on_one_edge_works_on_another_until_revoked(nats_server: NatsServer) -> None:
+    (one, store_one, managed_one), (two, store_two, managed_two) = await edge(nats_server.url), await edge(
+        nats_server.url)
+    try:
+        reply = await one.post("/admin/keys", headers=bearer(CLIENT), json={"id": "x"})
+        assert reply.status == 403  # a client key never manages keys
+        reply = await one.post("/v1/admin/keys", headers=bearer(ADMIN),
+                               json={"id": "team", "tenant": "acme", "limits": {"rpm": 5}, "budgets": [{"usd": 3}]})
+        body = await reply.json()
+        assert reply.status == 201 and body["key"].startswith("sy_") and "sha256" not in body
+        key = body["key"]
+        await until(lambda: accepts(store_two, key))
+        spec = store_two.authenticate(bearer(key))
+        assert (spec.tenant, spec.limits.rpm, spec.budgets[0].usd) == ("acme", 5, 3)  # type: ignore[union-attr]
+        assert (await one.post("/admin/keys", headers=bearer(ADMIN), json={"id": "team"})).status == 400
+        bad = await one.post("/admin/keys", headers=bearer(ADMIN), json={"limits": {"rpm": -1}})
+        assert bad.status == 400 and (await bad.json())["error"]["param"] == "limits.rpm"
+
+        rotated = (await two.post("/admin/keys/team/rotate", headers=bearer(ADMIN))).status
+        assert rotated == 200
+        await until(lambda: not accepts(store_one, key))
+        assert (await one.delete("/admin/keys/team", headers=bearer(ADMIN))).status == 200
+        await until(lambda: "team" not in managed_two.keys)
+        assert (await two.get("/admin/keys/team", headers=bearer(ADMIN))).status == 404
+        listed = await (await two.get("/admin/keys", headers=bearer(ADMIN))).json()
+        assert [k["id"] for k in listed["data"]] == ["root", "app"]
+    finally:
+        for client, managed in ((one, managed_one), (two, managed_two)):
+            await client.close()
+            await managed.close()
+
+
+async def test_an_edge_that_loses_nats_keeps_its_keys(nats_server: NatsServer) -> None:
+    client, store, managed = await edge(nats_server.url)
+    try:
+        body = await (await client.post("/admin/keys", headers=bearer(ADMIN), json={"id": "kept"})).json()
+        await until(lambda: accepts(store, body["key"]))
+        nats_server.stop()
+        await until(lambda: not managed.ready)
+        assert accepts(store, body["key"])
+        assert (await client.post("/admin/keys", headers=bearer(ADMIN), json={})).status == 503
+    finally:
+        await client.close()
+        await managed.close()
+
+
+def test_an_expired_key_is_refused() -> None:
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    store = KeyStore([ApiKeySpec(id="old", sha256=hash_key(CLIENT), prefix=key_prefix(CLIENT), expires_at=past)])
+    with pytest.raises(AuthenticationError, match="expired"):
+        store.authenticate(bearer(CLIENT))
