@@ -56,6 +56,7 @@ def create_app(config: Config, router_target: str, request_timeout_s: float = 60
     openapi = orjson.dumps(analytics_proxy.with_paths(openapi_document()))
     app.router.add_post("/v1/chat/completions", handlers.chat_completions)
     app.router.add_post("/chat/completions", handlers.chat_completions)
+    app.router.add_post("/v1/messages", handlers.messages)
     app.router.add_get("/v1/models", handlers.models)
     app.router.add_get("/healthz", _health)
     app.router.add_get("/readyz", handlers.ready)

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from edge import anthropic_request, anthropic_response
+from edge.anthropic_response import MessageBuilder, MessageStreamEncoder
 from edge.transcode import ChunkEncoder, CompletionBuilder, error_body, to_chat_request
 from edge.validation import parse_chat_request
 from switchyard.config import Limits
@@ -77,4 +79,22 @@ OPENAI_CHAT = FrontDoor(
     error_body=error_body,
     completion=_openai_completion,
     stream=_openai_stream,
+)
+
+
+def _anthropic_message(chat: pb.ChatRequest, started: pb.Started, request_id: str) -> MessageBuilder:
+    return MessageBuilder("msg_" + request_id, started.model or chat.model)
+
+
+def _anthropic_stream(chat: pb.ChatRequest, started: pb.Started, request_id: str) -> MessageStreamEncoder:
+    return MessageStreamEncoder("msg_" + request_id, started.model or chat.model)
+
+
+ANTHROPIC_MESSAGES = FrontDoor(
+    route="POST /v1/messages",
+    parse=anthropic_request.parse_messages_request,
+    to_chat=anthropic_request.to_chat_request,
+    error_body=anthropic_response.error_body,
+    completion=_anthropic_message,
+    stream=_anthropic_stream,
 )

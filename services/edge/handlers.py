@@ -28,7 +28,7 @@ from edge import conventions
 from edge.admission import Admission, Ticket, client_address, read_body
 from edge.auth import KeyStore
 from edge.bounded_writer import BoundedWriter, SlowReaderError, slow_reader_error
-from edge.frontdoor import OPENAI_CHAT, FrontDoor, StreamRenderer
+from edge.frontdoor import ANTHROPIC_MESSAGES, OPENAI_CHAT, FrontDoor, StreamRenderer
 from edge.transcode import error_status, extra_fields, identity_of
 from switchyard import attributes, telemetry
 from switchyard.config import ApiKeySpec, Config
@@ -146,6 +146,9 @@ class Handlers:
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         return await self.serve(request, OPENAI_CHAT)
 
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        return await self.serve(request, ANTHROPIC_MESSAGES)
+
     async def serve(self, request: web.Request, door: FrontDoor) -> web.StreamResponse:
         """One chat request through ``door``, traced and admitted."""
         request_id = request_id_for(request)
@@ -248,7 +251,11 @@ class Handlers:
         headers = _started_headers(started, request_id)
         _final_headers(headers, latency_ms, builder.usage)
         builder.extra_fields = extra_fields(started, latency_ms, builder.usage)
-        return web.Response(body=orjson.dumps(builder.result()), content_type=JSON, headers=headers)
+        try:
+            body = orjson.dumps(builder.result())
+        except SwitchyardError as exc:
+            return json_error(exc, request_id, door)
+        return web.Response(body=body, content_type=JSON, headers=headers)
 
     async def _stream(self, request: web.Request, door: FrontDoor, chat: pb.ChatRequest, started: pb.Started,
                       events, request_id: str, started_at: float) -> web.StreamResponse:

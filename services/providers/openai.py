@@ -325,6 +325,9 @@ def _part(part: pb.ContentPart) -> dict[str, Any]:
                                                        "format": part.input_audio.format}}
     if kind == "file":
         f = part.file
+        if f.url:
+            raise InvalidRequestError("documents by URL are supported only by Anthropic upstreams; send the file "
+                                      "as file_data", param="messages")
         return {"type": "file", "file": {k: v for k, v in (("file_id", f.file_id), ("file_data", f.file_data),
                                                            ("filename", f.filename)) if v}}
     return {"type": "refusal", "refusal": part.refusal}
