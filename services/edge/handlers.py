@@ -16,7 +16,8 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import grpc
 import orjson
@@ -26,8 +27,12 @@ from opentelemetry.trace import Span, SpanKind, Tracer
 
 from edge import conventions
 from edge.admission import Admission, Ticket, client_address, read_body
+from edge.anthropic_request import parse_count_tokens_request
+from edge.anthropic_request import to_chat_request as anthropic_to_chat
 from edge.auth import KeyStore
 from edge.bounded_writer import BoundedWriter, SlowReaderError, slow_reader_error
+from edge.embeddings import parse_embedding_request, to_embed_request
+from edge.embeddings import render as render_embeddings
 from edge.frontdoor import ANTHROPIC_MESSAGES, OPENAI_CHAT, FrontDoor, StreamRenderer
 from edge.transcode import error_status, extra_fields, identity_of
 from switchyard import attributes, telemetry
@@ -40,6 +45,7 @@ from switchyard.errors import (
 from switchyard.grpc_server import CHANNEL_OPTIONS
 from switchyard.session import TransportError, streamer
 from switchyard.v1 import chat_pb2 as pb
+from switchyard.v1 import embed_pb2 as epb
 from switchyard.v1 import router_pb2 as rpb
 
 log = logging.getLogger(__name__)
@@ -110,6 +116,20 @@ def _started_headers(started: pb.Started, request_id: str) -> dict[str, str]:
     return headers
 
 
+def model_entry(info: rpb.ModelInfo) -> dict[str, Any]:
+    """OpenAI's ``model`` object, with what Switchyard knows besides: the kind
+    (model, alias, route, template) and, for routing configs, the version."""
+    entry: dict[str, Any] = {"id": info.id, "object": "model", "created": 0, "owned_by": info.owned_by,
+                             "kind": info.kind}
+    if info.kind == "route":
+        entry.update(version=info.version, strategy=info.strategy)
+    if info.description:
+        entry["description"] = info.description
+    if info.model:
+        entry["model"] = info.model
+    return entry
+
+
 def _final_headers(headers: dict[str, str], latency_ms: float, usage: pb.Usage | None) -> None:
     """Headers known only at the end: latency and cost (non-streaming answers)."""
     latency = str(round(latency_ms))
@@ -133,6 +153,12 @@ class Handlers:
         self._list_models = self._channel.unary_unary(
             "/switchyard.v1.Router/ListModels", request_serializer=rpb.ListModelsRequest.SerializeToString,
             response_deserializer=rpb.ListModelsResponse.FromString)
+        self._embed = self._channel.unary_unary(
+            "/switchyard.v1.Router/Embed", request_serializer=epb.EmbedRequest.SerializeToString,
+            response_deserializer=epb.EmbedResponse.FromString)
+        self._count_tokens = self._channel.unary_unary(
+            "/switchyard.v1.Router/CountTokens", request_serializer=pb.ChatRequest.SerializeToString,
+            response_deserializer=pb.CountTokensResponse.FromString)
         self._health = self._channel.unary_unary(
             "/grpc.health.v1.Health/Check", request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
             response_deserializer=health_pb2.HealthCheckResponse.FromString)
@@ -326,20 +352,106 @@ class Handlers:
                 pending.cancel()
                 await asyncio.gather(pending, return_exceptions=True)
 
+    # ------------------------------------------------------ unary requests --
+
+    async def _unary(self, request: web.Request, route: str, door: FrontDoor,
+                     answer: Callable[[ApiKeySpec, bytes, str, float], Awaitable[web.Response]]) -> web.Response:
+        """One single-answer request: traced and admitted like chat; ``answer``
+        parses, calls the router before ``deadline`` and renders."""
+        request_id = request_id_for(request)
+        ticket = self.admission.ticket()
+        span = None
+        if self.tracer is not None:
+            span = self.tracer.start_span(route, context=telemetry.extract(request.headers), kind=SpanKind.SERVER,
+                                          attributes={attributes.REQUEST_ID: request_id})
+        try:
+            key, body = await self.admitted_body(request, ticket)
+            response = await answer(key, body, request_id, time.monotonic() + self.request_timeout_s)
+        except SwitchyardError as exc:
+            response = json_error(exc, request_id, door)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("router call failed: %s", exc.code().name)
+            response = _proto_error_response(router_failure(TransportError(exc.code())),
+                                             request_id_headers(request_id), door)
+        finally:
+            ticket.release()
+        if span is not None:
+            span.set_attribute(attributes.HTTP_RESPONSE_STATUS_CODE, response.status)
+            span.end()
+        return response
+
+    async def _call_router(self, method: Callable[..., Awaitable[Any]], message: Any, deadline: float) -> Any:
+        """A unary router call; one retry when the router was unreachable."""
+        try:
+            return await method(message, timeout=max(deadline - time.monotonic(), 0.001))
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            return await method(message, timeout=max(deadline - time.monotonic(), 0.001))
+
+    async def embeddings(self, request: web.Request) -> web.Response:
+        async def answer(key: ApiKeySpec, body: bytes, request_id: str, deadline: float) -> web.Response:
+            started_at = time.monotonic()
+            parsed = parse_embedding_request(body, self.limits)
+            routing = pb.RoutingContext()
+            conventions.apply_headers(request.headers, routing)
+            embed = to_embed_request(parsed, request_id=request_id, identity=identity_of(key), routing=routing)
+            reply = await self._call_router(self._embed, embed, deadline)
+            if reply.HasField("error"):
+                return _proto_error_response(reply.error, request_id_headers(request_id))
+            headers = _started_headers(reply.started, request_id)
+            _final_headers(headers, (time.monotonic() - started_at) * 1000, reply.usage)
+            return web.Response(body=render_embeddings(reply, as_base64=parsed.encoding_format == "base64"),
+                                content_type=JSON, headers=headers)
+
+        return await self._unary(request, "POST /v1/embeddings", OPENAI_CHAT, answer)
+
+    async def count_tokens(self, request: web.Request) -> web.Response:
+        """Anthropic's ``/v1/messages/count_tokens``: the prompt in the
+        resolved upstream's tokens (estimated where it cannot count)."""
+        async def answer(key: ApiKeySpec, body: bytes, request_id: str, deadline: float) -> web.Response:
+            parsed = parse_count_tokens_request(body, self.limits)
+            routing = pb.RoutingContext()
+            conventions.apply_headers(request.headers, routing)
+            chat = anthropic_to_chat(parsed, request_id=request_id, identity=identity_of(key), routing=routing)
+            reply = await self._call_router(self._count_tokens, chat, deadline)
+            if reply.HasField("error"):
+                return _proto_error_response(reply.error, request_id_headers(request_id), ANTHROPIC_MESSAGES)
+            headers = _started_headers(reply.started, request_id)
+            headers["x-switchyard-tokens-estimated"] = "true" if reply.estimated else "false"
+            return web.Response(body=orjson.dumps({"input_tokens": reply.input_tokens}), content_type=JSON,
+                                headers=headers)
+
+        return await self._unary(request, "POST /v1/messages/count_tokens", ANTHROPIC_MESSAGES, answer)
+
     async def models(self, request: web.Request) -> web.Response:
+        """The models, aliases, routing configs and templates this key may use."""
+        request_id = request_id_for(request)
         try:
             key = self.keys.authenticate(request.headers)
-            listing = await self._list_models(rpb.ListModelsRequest(), timeout=10)
+            listing = await self._list_models(rpb.ListModelsRequest(identity=identity_of(key)), timeout=10)
         except SwitchyardError as exc:
-            return json_error(exc)
+            return json_error(exc, request_id)
         except grpc.aio.AioRpcError:
-            return json_error(UnavailableError("the router is unavailable"))
-        data = [
-            {"id": m.id, "object": "model", "created": 0, "owned_by": m.owned_by}
-            for m in listing.models
-            if key.allowed_models is None or m.id in key.allowed_models
-        ]
-        return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type=JSON)
+            return json_error(UnavailableError("the router is unavailable"), request_id)
+        body = {"object": "list", "data": [model_entry(m) for m in listing.models]}
+        return web.Response(body=orjson.dumps(body), content_type=JSON, headers=request_id_headers(request_id))
+
+    async def model(self, request: web.Request) -> web.Response:
+        """One identifier, resolved and scoped as a request naming it would be."""
+        request_id = request_id_for(request)
+        try:
+            key = self.keys.authenticate(request.headers)
+            listing = await self._list_models(
+                rpb.ListModelsRequest(identity=identity_of(key), id=request.match_info["model"]), timeout=10)
+        except SwitchyardError as exc:
+            return json_error(exc, request_id)
+        except grpc.aio.AioRpcError:
+            return json_error(UnavailableError("the router is unavailable"), request_id)
+        if listing.HasField("error"):
+            return _proto_error_response(listing.error, request_id_headers(request_id))
+        return web.Response(body=orjson.dumps(model_entry(listing.models[0])), content_type=JSON,
+                            headers=request_id_headers(request_id))
 
     async def ready(self, _: web.Request) -> web.Response:
         """Ready when not draining and a router answers its health check

@@ -87,6 +87,11 @@ PRICES: dict[tuple[str, str], Pricing] = {
     ("gemini", "gemini-2.5-flash"): Pricing(input_per_mtok=0.3, output_per_mtok=2.5, cached_input_per_mtok=0.03),
     ("gemini", "gemini-2.5-flash-lite"): Pricing(input_per_mtok=0.1, output_per_mtok=0.4, cached_input_per_mtok=0.01),
     ("gemini", "gemini-2.0-flash"): Pricing(input_per_mtok=0.1, output_per_mtok=0.4, cached_input_per_mtok=0.025),
+    # Embedding models: input tokens only.
+    ("openai", "text-embedding-3-small"): Pricing(input_per_mtok=0.02),
+    ("openai", "text-embedding-3-large"): Pricing(input_per_mtok=0.13),
+    ("openai", "text-embedding-ada-002"): Pricing(input_per_mtok=0.1),
+    ("gemini", "gemini-embedding-001"): Pricing(input_per_mtok=0.15),
 }
 
 

@@ -219,9 +219,20 @@ async def test_stream_failing_midway_ends_with_error_event(claude: AsyncAnthropi
 
 
 @upstreams
-async def test_count_tokens(claude: AsyncAnthropic, upstream: str) -> None:
+async def test_count_tokens(claude: AsyncAnthropic, mesh: Mesh, upstream: str) -> None:
+    """Anthropic and Gemini count with their own APIs; OpenAI-style upstreams
+    have none, so the count is an estimate, and the answer says which."""
     model, _ = UPSTREAMS[upstream]
-    short = await claude.messages.count_tokens(model=model, messages=[{"role": "user", "content": "hi"}])
+    tag = marker()
+    raw = await claude.messages.with_raw_response.count_tokens(
+        model=model, messages=[{"role": "user", "content": f"hi {tag}"}])
+    short = await raw.parse()
     long = await claude.messages.count_tokens(model=model, system="Answer in French.", tools=[WEATHER],
                                               messages=[{"role": "user", "content": "hi " * 200}])
     assert 0 < short.input_tokens < long.input_tokens
+    native = upstream in ("anthropic", "gemini")
+    assert raw.headers["x-switchyard-tokens-estimated"] == ("false" if native else "true")
+    seen = await sim_requests(mesh, tag)
+    assert len(seen) == (1 if native else 0)  # estimating calls no upstream
+    if native:
+        assert seen[0]["path"].endswith("/v1/messages/count_tokens" if upstream == "anthropic" else ":countTokens")
