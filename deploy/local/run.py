@@ -40,6 +40,7 @@ Switchyard is up.
   base URL : {mesh.base_url}
   API key  : {mesh.api_key}
   dashboard: {mesh.base_url}/analytics/dashboard#key={mesh.api_key}
+  NATS     : {mesh.nats_url} (switchyard routes --nats <this>)
   simulated upstreams (no key set): {simulated}
 
   curl {mesh.base_url}/chat/completions \\
