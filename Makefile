@@ -6,13 +6,22 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: setup run test lint proto proto-check bench clean chromium
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(VENV)/bin/switchyard
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
+
+# The `switchyard` command (pyproject's [project.scripts]) with no network and
+# no PYTHONPATH: services/ goes on the environment's path (so `python -m
+# switchyard` and `python -m switchyard.keys` work too) and a small script
+# runs the CLI with the environment's interpreter.
+$(VENV)/bin/switchyard: $(VENV)/.installed
+	$(PY) -c 'import pathlib, sys, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "switchyard-services.pth").write_text(sys.argv[1] + "\n")' "$(CURDIR)/services"
+	printf '#!/bin/sh\nexec "%s" -m switchyard "$$@"\n' "$(abspath $(PY))" > $@
+	chmod +x $@
 
 run: setup
 	$(PY) deploy/local/run.py

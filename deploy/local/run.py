@@ -54,7 +54,7 @@ Switchyard is up.
     -H "Authorization: Bearer {mesh.api_key}" -H "Content-Type: application/json" \\
     -d '{{"model": "gpt-4o-mini", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
 
-  python -c 'from openai import OpenAI; c = OpenAI(base_url="{mesh.base_url}", api_key="{mesh.api_key}");\\
+  {sys.executable} -c 'from openai import OpenAI; c = OpenAI(base_url="{mesh.base_url}", api_key="{mesh.api_key}");\\
 print(c.chat.completions.create(model="gpt-4o-mini", messages=[{{"role": "user", "content": "Hello!"}}]))'
 
 Ctrl-C stops everything.

@@ -9,12 +9,13 @@ import signal
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from opentelemetry.trace import Tracer
 
 from edge import analytics_proxy
 from edge.admin import KeysAdmin
 from edge.auth import KeyStore
-from edge.handlers import Handlers
+from edge.handlers import Handlers, request_id_for, request_id_headers
 from edge.managed_keys import ManagedKeys
 from edge.openapi import openapi_document
 from switchyard import telemetry
@@ -26,6 +27,16 @@ HANDLERS = web.AppKey("handlers", Handlers)
 
 async def _health(_: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
+
+
+@web.middleware
+async def _request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every answer carries the request id, errors and unknown URLs included
+    (chat answers set it themselves, before they stream)."""
+    response = await handler(request)
+    if not response.prepared and "x-request-id" not in response.headers:
+        response.headers.update(request_id_headers(request_id_for(request)))
+    return response
 
 
 async def _not_found(request: web.Request) -> web.Response:
@@ -43,12 +54,17 @@ def create_app(config: Config, router_target: str, request_timeout_s: float = 60
                         sse_heartbeat_s=float(os.environ.get("SWITCHYARD_EDGE_SSE_HEARTBEAT_S", "15")),
                         tracer=tracer)
     # Bodies are read by the handler against the same limit, with an OpenAI 413.
-    app = web.Application(client_max_size=config.limits.max_body_bytes)
+    app = web.Application(client_max_size=config.limits.max_body_bytes, middlewares=[_request_id])
     app[HANDLERS] = handlers
     openapi = orjson.dumps(analytics_proxy.with_paths(openapi_document()))
     app.router.add_post("/v1/chat/completions", handlers.chat_completions)
     app.router.add_post("/chat/completions", handlers.chat_completions)
+    app.router.add_post("/v1/messages", handlers.messages)
+    app.router.add_post("/v1/messages/count_tokens", handlers.count_tokens)
+    app.router.add_post("/v1/embeddings", handlers.embeddings)
+    app.router.add_post("/embeddings", handlers.embeddings)
     app.router.add_get("/v1/models", handlers.models)
+    app.router.add_get("/v1/models/{model:.+}", handlers.model)
     app.router.add_get("/healthz", _health)
     app.router.add_get("/readyz", handlers.ready)
     app.router.add_get("/openapi.json", lambda _: web.Response(body=openapi, content_type="application/json"))

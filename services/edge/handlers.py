@@ -1,10 +1,12 @@
-"""HTTP handlers: authenticate, validate once, open one Router.Chat stream,
-transcode its events to OpenAI JSON or SSE.
+"""HTTP handlers. A chat request reads in one direction, the same for every
+front door (``frontdoor.py``: OpenAI chat completions, Anthropic messages):
+
+    parse → authenticate → conventions → canonical request → call → render
 
 Response headers are sent only when the first successful attempt has
 produced output, so every failure before that is a plain HTTP error with the
-right status; a failure after it ends the SSE stream with an error event and
-no ``[DONE]``.
+right status; a failure after it ends the SSE stream with an error event
+(and, for OpenAI, no ``[DONE]``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import grpc
 import orjson
@@ -24,20 +27,16 @@ from opentelemetry.trace import Span, SpanKind, Tracer
 
 from edge import conventions
 from edge.admission import Admission, Ticket, client_address, read_body
+from edge.anthropic_request import parse_count_tokens_request
+from edge.anthropic_request import to_chat_request as anthropic_to_chat
 from edge.auth import KeyStore
 from edge.bounded_writer import BoundedWriter, SlowReaderError, slow_reader_error
-from edge.transcode import (
-    DONE,
-    ChunkEncoder,
-    CompletionBuilder,
-    error_status_and_body,
-    extra_fields,
-    identity_of,
-    to_chat_request,
-)
-from edge.validation import parse_chat_request
+from edge.embeddings import parse_embedding_request, to_embed_request
+from edge.embeddings import render as render_embeddings
+from edge.frontdoor import ANTHROPIC_MESSAGES, OPENAI_CHAT, FrontDoor, StreamRenderer
+from edge.transcode import error_status, extra_fields, identity_of
 from switchyard import attributes, telemetry
-from switchyard.config import Config
+from switchyard.config import ApiKeySpec, Config
 from switchyard.errors import (
     InvalidRequestError,
     SwitchyardError,
@@ -46,34 +45,41 @@ from switchyard.errors import (
 from switchyard.grpc_server import CHANNEL_OPTIONS
 from switchyard.session import TransportError, streamer
 from switchyard.v1 import chat_pb2 as pb
+from switchyard.v1 import embed_pb2 as epb
 from switchyard.v1 import router_pb2 as rpb
 
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
-HEARTBEAT = b": keep-alive\n\n"
 
 
-def json_error(exc: SwitchyardError, request_id: str = "") -> web.Response:
+def json_error(exc: SwitchyardError, request_id: str = "", door: FrontDoor = OPENAI_CHAT) -> web.Response:
     headers = request_id_headers(request_id) if request_id else {}
     if exc.retry_after_ms:
         headers["retry-after"] = str(max(1, round(exc.retry_after_ms / 1000)))
-    return web.Response(status=exc.status, body=orjson.dumps(exc.envelope()), content_type=JSON, headers=headers)
+    return web.Response(status=exc.status, body=door.error_body(exc.to_proto()), content_type=JSON,
+                        headers=headers)
 
 
-def _proto_error_response(err: pb.Error, headers: dict[str, str]) -> web.Response:
-    status, body = error_status_and_body(err)
+def _proto_error_response(err: pb.Error, headers: dict[str, str], door: FrontDoor = OPENAI_CHAT) -> web.Response:
+    status = error_status(err)
     if err.headers:  # x-ratelimit-* and retry-after from the router's admission
         headers.update(err.headers)
     if err.retry_after_ms and "retry-after" not in headers:
         headers["retry-after"] = str(max(1, round(err.retry_after_ms / 1000)))
-    return web.Response(status=status, body=body, content_type=JSON, headers=headers)
+    return web.Response(status=status, body=door.error_body(err), content_type=JSON, headers=headers)
 
 
 def interrupted() -> pb.Error:
     """A router stream that ended without its closing usage event."""
     return pb.Error(status=502, type="api_error", code="stream_interrupted",
                     message="the answer was interrupted before it was complete")
+
+
+def router_failure(exc: TransportError) -> pb.Error:
+    if exc.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return pb.Error(status=504, type="timeout_error", code="deadline_exceeded", message="the request timed out")
+    return pb.Error(status=503, type="api_error", code="router_unavailable", message="the router is unavailable")
 
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -86,8 +92,10 @@ def request_id_for(request: web.Request) -> str:
 
 
 def request_id_headers(request_id: str) -> dict[str, str]:
-    """The request id under every convention's header name (seed 000: Modelux, seed 001: Muxx)."""
-    return {"x-request-id": request_id, "x-modelux-request-id": request_id, "X-Muxx-Request-Id": request_id}
+    """The request id under every convention's header name (seed 000: Modelux,
+    seed 001: Muxx; ``request-id`` is the name Anthropic's SDKs read)."""
+    return {"x-request-id": request_id, "x-modelux-request-id": request_id, "X-Muxx-Request-Id": request_id,
+            "request-id": request_id}
 
 
 def _started_headers(started: pb.Started, request_id: str) -> dict[str, str]:
@@ -108,6 +116,20 @@ def _started_headers(started: pb.Started, request_id: str) -> dict[str, str]:
     if started.arm:
         headers["x-switchyard-arm"] = started.arm
     return headers
+
+
+def model_entry(info: rpb.ModelInfo) -> dict[str, Any]:
+    """OpenAI's ``model`` object, with what Switchyard knows besides: the kind
+    (model, alias, route, template) and, for routing configs, the version."""
+    entry: dict[str, Any] = {"id": info.id, "object": "model", "created": 0, "owned_by": info.owned_by,
+                             "kind": info.kind}
+    if info.kind == "route":
+        entry.update(version=info.version, strategy=info.strategy)
+    if info.description:
+        entry["description"] = info.description
+    if info.model:
+        entry["model"] = info.model
+    return entry
 
 
 def _final_headers(headers: dict[str, str], latency_ms: float, usage: pb.Usage | None) -> None:
@@ -133,6 +155,12 @@ class Handlers:
         self._list_models = self._channel.unary_unary(
             "/switchyard.v1.Router/ListModels", request_serializer=rpb.ListModelsRequest.SerializeToString,
             response_deserializer=rpb.ListModelsResponse.FromString)
+        self._embed = self._channel.unary_unary(
+            "/switchyard.v1.Router/Embed", request_serializer=epb.EmbedRequest.SerializeToString,
+            response_deserializer=epb.EmbedResponse.FromString)
+        self._count_tokens = self._channel.unary_unary(
+            "/switchyard.v1.Router/CountTokens", request_serializer=pb.ChatRequest.SerializeToString,
+            response_deserializer=pb.CountTokensResponse.FromString)
         self._health = self._channel.unary_unary(
             "/grpc.health.v1.Health/Check", request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
             response_deserializer=health_pb2.HealthCheckResponse.FromString)
@@ -144,14 +172,21 @@ class Handlers:
         await self._channel.close()
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        return await self.serve(request, OPENAI_CHAT)
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        return await self.serve(request, ANTHROPIC_MESSAGES)
+
+    async def serve(self, request: web.Request, door: FrontDoor) -> web.StreamResponse:
+        """One chat request through ``door``, traced and admitted."""
         request_id = request_id_for(request)
         ticket = self.admission.ticket()
         span = None
         if self.tracer is not None:
-            span = self.tracer.start_span("POST /v1/chat/completions", context=telemetry.extract(request.headers),
+            span = self.tracer.start_span(door.route, context=telemetry.extract(request.headers),
                                           kind=SpanKind.SERVER, attributes={attributes.REQUEST_ID: request_id})
         try:
-            response = await self._chat_completions(request, request_id, span, ticket)
+            response = await self._serve(request, door, request_id, span, ticket)
             if span is not None:
                 span.set_attribute(attributes.HTTP_RESPONSE_STATUS_CODE, response.status)
             return response
@@ -160,30 +195,34 @@ class Handlers:
             if span is not None:
                 span.end()
 
-    async def _chat_completions(self, request: web.Request, request_id: str,
-                                span: Span | None, ticket: Ticket) -> web.StreamResponse:
+    async def admitted_body(self, request: web.Request, ticket: Ticket) -> tuple[ApiKeySpec, bytes]:
+        """Authenticate, count the request against its key and address, read
+        the JSON body, then take a slot: a request holds one only once its
+        body is in, so trickling uploads hold none."""
+        key = self.keys.authenticate(request.headers)
+        ticket.admit_client(key.id, client_address(request))  # 429 beyond the key's or address's share
+        ctype = request.headers.get("content-type", "")
+        if not ctype.split(";", 1)[0].strip().lower() == JSON:
+            raise InvalidRequestError("Content-Type must be application/json", param="Content-Type")
+        body = await read_body(request, self.limits)
+        ticket.admit()
+        return key, body
+
+    async def _serve(self, request: web.Request, door: FrontDoor, request_id: str,
+                     span: Span | None, ticket: Ticket) -> web.StreamResponse:
         started_at = time.monotonic()
         try:
-            key = self.keys.authenticate(request.headers)
-            ticket.admit_client(key.id, client_address(request))  # 429 beyond the key's or address's share
-            ctype = request.headers.get("content-type", "")
-            if not ctype.split(";", 1)[0].strip().lower() == JSON:
-                raise InvalidRequestError("Content-Type must be application/json", param="Content-Type")
-            body = await read_body(request, self.limits)
-            ticket.admit()  # a slot only once the body is in: trickling uploads hold none
-            req = parse_chat_request(body, self.limits)
-            if not req.model and req.models:
-                req.model = req.models[0]  # Mesh/OpenRouter: the first of `models` is the primary
-            # The model may still be empty: the router takes it from a template or the key's default.
+            key, body = await self.admitted_body(request, ticket)
+            parsed = door.parse(body, self.limits)
             routing = pb.RoutingContext()
-            conventions.apply_all(request.headers, req, routing)
-            chat = to_chat_request(req, request_id=request_id, identity=identity_of(key), routing=routing)
+            conventions.apply_headers(request.headers, routing)
+            chat = door.to_chat(parsed, request_id=request_id, identity=identity_of(key), routing=routing)
             if span is not None:
                 span.set_attribute(attributes.GEN_AI_REQUEST_MODEL, chat.model)
                 span.set_attribute(attributes.STREAM, chat.stream)
                 chat.trace_context.update(telemetry.inject(span))
         except SwitchyardError as exc:
-            return json_error(exc, request_id)
+            return json_error(exc, request_id, door)
 
         request_bytes = chat.SerializeToString()
         deadline = started_at + self.request_timeout_s
@@ -199,25 +238,17 @@ class Handlers:
                 await events.aclose()
                 events = self._events(request_bytes, deadline)
                 first = await anext(events)
-            except StopAsyncIteration:
-                return json_error(UnavailableError("the router ended the stream without an answer"), request_id)
             if first.HasField("error"):
-                return _proto_error_response(first.error, request_id_headers(request_id))
+                return _proto_error_response(first.error, request_id_headers(request_id), door)
             started = first.started
             if chat.stream:
-                return await self._stream(request, chat, started, events, request_id, started_at)
-            return await self._complete(chat, started, events, request_id, started_at)
+                return await self._stream(request, door, chat, started, events, request_id, started_at)
+            return await self._complete(door, chat, started, events, request_id, started_at)
         except StopAsyncIteration:
-            return json_error(UnavailableError("the router ended the stream without an answer"), request_id)
+            return json_error(UnavailableError("the router ended the stream without an answer"), request_id, door)
         except TransportError as exc:
             log.warning("router call failed: %s", exc.code.name)
-            if exc.code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                err = pb.Error(status=504, type="timeout_error", code="deadline_exceeded",
-                               message="the request timed out")
-            else:
-                err = pb.Error(status=503, type="api_error", code="router_unavailable",
-                               message="the router is unavailable")
-            return _proto_error_response(err, request_id_headers(request_id))
+            return _proto_error_response(router_failure(exc), request_id_headers(request_id), door)
         finally:
             await events.aclose()
 
@@ -227,9 +258,9 @@ class Handlers:
         async for raw in self._chat(request_bytes, max(deadline - time.monotonic(), 0.001)):
             yield pb.ChatEvent.FromString(raw)
 
-    async def _complete(self, chat: pb.ChatRequest, started: pb.Started, events, request_id: str,
-                        started_at: float) -> web.Response:
-        builder = CompletionBuilder("chatcmpl-" + request_id, int(time.time()), started.model or chat.model)
+    async def _complete(self, door: FrontDoor, chat: pb.ChatRequest, started: pb.Started, events,
+                        request_id: str, started_at: float) -> web.Response:
+        builder = door.completion(chat, started, request_id)
         finished = False
         async for event in events:
             kind = event.WhichOneof("event")
@@ -239,19 +270,23 @@ class Handlers:
                 builder.set_usage(event.usage)
                 finished = True
             elif kind == "error":
-                return _proto_error_response(event.error, request_id_headers(request_id))
+                return _proto_error_response(event.error, request_id_headers(request_id), door)
             elif kind == "trace":
                 builder.trace = event.trace
         if not finished:
-            return _proto_error_response(interrupted(), request_id_headers(request_id))
+            return _proto_error_response(interrupted(), request_id_headers(request_id), door)
         latency_ms = (time.monotonic() - started_at) * 1000
         headers = _started_headers(started, request_id)
         _final_headers(headers, latency_ms, builder.usage)
         builder.extra_fields = extra_fields(started, latency_ms, builder.usage)
-        return web.Response(body=orjson.dumps(builder.result()), content_type=JSON, headers=headers)
+        try:
+            body = orjson.dumps(builder.result())
+        except SwitchyardError as exc:
+            return json_error(exc, request_id, door)
+        return web.Response(body=body, content_type=JSON, headers=headers)
 
-    async def _stream(self, request: web.Request, chat: pb.ChatRequest, started: pb.Started, events,
-                      request_id: str, started_at: float) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, door: FrontDoor, chat: pb.ChatRequest, started: pb.Started,
+                      events, request_id: str, started_at: float) -> web.StreamResponse:
         headers = _started_headers(started, request_id)
         headers["content-type"] = "text/event-stream"
         headers["cache-control"] = "no-cache"
@@ -259,23 +294,25 @@ class Handlers:
         response = web.StreamResponse(status=200, headers=headers)
         await response.prepare(request)
         out = BoundedWriter(request, response, self.limits.max_stream_buffer_bytes)
-        include_usage = chat.include_usage
-        encoder = ChunkEncoder("chatcmpl-" + request_id, int(time.time()), started.model or chat.model,
-                               include_usage=include_usage)
+        encoder = door.stream(chat, started, request_id)
         error: pb.Error | None = None
         finished = False  # the usage event closes every complete answer
         try:
-            async for event in self._with_heartbeats(events, out):
+            if opening := encoder.start():
+                await out.write(opening)
+            async for event in self._with_heartbeats(events, out, encoder):
                 kind = event.WhichOneof("event")
                 if kind == "chunk":
                     await out.write(encoder.encode(event.chunk))
                 elif kind == "usage":
                     finished = True
-                    if include_usage:  # cost and latency are known only now: they ride on the usage chunk
-                        fields = extra_fields(started, (time.monotonic() - started_at) * 1000, event.usage)
-                        await out.write(encoder.encode_usage(event.usage, fields))
+                    # Cost and latency are known only now: they ride on the usage frame.
+                    fields = extra_fields(started, (time.monotonic() - started_at) * 1000, event.usage)
+                    if frame := encoder.encode_usage(event.usage, fields):
+                        await out.write(frame)
                 elif kind == "trace":
-                    await out.write(encoder.encode_trace(event.trace))
+                    if frame := encoder.encode_trace(event.trace):
+                        await out.write(frame)
                 elif kind == "error":
                     error = event.error
                     break
@@ -287,13 +324,13 @@ class Handlers:
             await events.aclose()  # cancel the router call now, not after the client has read
         if error is None and not finished:
             error = interrupted()
-        # A failed stream ends with an error event and never a clean [DONE].
-        await response.write(encoder.encode_error(error) if error is not None else DONE)
+        # A failed stream ends with an error event and never a clean ending.
+        await response.write(encoder.encode_error(error) if error is not None else encoder.done())
         await response.write_eof()
         return response
 
-    async def _with_heartbeats(self, events: AsyncIterator[pb.ChatEvent],
-                               response: BoundedWriter) -> AsyncIterator[pb.ChatEvent]:
+    async def _with_heartbeats(self, events: AsyncIterator[pb.ChatEvent], response: BoundedWriter,
+                               encoder: StreamRenderer) -> AsyncIterator[pb.ChatEvent]:
         """The events, with an SSE comment written whenever the upstream is
         silent for ``sse_heartbeat_s`` (a reasoning model thinking), so that no
         proxy or client between here and the user times the stream out."""
@@ -304,7 +341,7 @@ class Handlers:
                     pending = asyncio.ensure_future(anext(events))
                 done, _ = await asyncio.wait((pending,), timeout=self.sse_heartbeat_s)
                 if not done:
-                    await response.write(HEARTBEAT)
+                    await response.write(encoder.heartbeat)
                     continue
                 task, pending = pending, None
                 try:
@@ -317,20 +354,106 @@ class Handlers:
                 pending.cancel()
                 await asyncio.gather(pending, return_exceptions=True)
 
+    # ------------------------------------------------------ unary requests --
+
+    async def _unary(self, request: web.Request, route: str, door: FrontDoor,
+                     answer: Callable[[ApiKeySpec, bytes, str, float], Awaitable[web.Response]]) -> web.Response:
+        """One single-answer request: traced and admitted like chat; ``answer``
+        parses, calls the router before ``deadline`` and renders."""
+        request_id = request_id_for(request)
+        ticket = self.admission.ticket()
+        span = None
+        if self.tracer is not None:
+            span = self.tracer.start_span(route, context=telemetry.extract(request.headers), kind=SpanKind.SERVER,
+                                          attributes={attributes.REQUEST_ID: request_id})
+        try:
+            key, body = await self.admitted_body(request, ticket)
+            response = await answer(key, body, request_id, time.monotonic() + self.request_timeout_s)
+        except SwitchyardError as exc:
+            response = json_error(exc, request_id, door)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("router call failed: %s", exc.code().name)
+            response = _proto_error_response(router_failure(TransportError(exc.code())),
+                                             request_id_headers(request_id), door)
+        finally:
+            ticket.release()
+        if span is not None:
+            span.set_attribute(attributes.HTTP_RESPONSE_STATUS_CODE, response.status)
+            span.end()
+        return response
+
+    async def _call_router(self, method: Callable[..., Awaitable[Any]], message: Any, deadline: float) -> Any:
+        """A unary router call; one retry when the router was unreachable."""
+        try:
+            return await method(message, timeout=max(deadline - time.monotonic(), 0.001))
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            return await method(message, timeout=max(deadline - time.monotonic(), 0.001))
+
+    async def embeddings(self, request: web.Request) -> web.Response:
+        async def answer(key: ApiKeySpec, body: bytes, request_id: str, deadline: float) -> web.Response:
+            started_at = time.monotonic()
+            parsed = parse_embedding_request(body, self.limits)
+            routing = pb.RoutingContext()
+            conventions.apply_headers(request.headers, routing)
+            embed = to_embed_request(parsed, request_id=request_id, identity=identity_of(key), routing=routing)
+            reply = await self._call_router(self._embed, embed, deadline)
+            if reply.HasField("error"):
+                return _proto_error_response(reply.error, request_id_headers(request_id))
+            headers = _started_headers(reply.started, request_id)
+            _final_headers(headers, (time.monotonic() - started_at) * 1000, reply.usage)
+            return web.Response(body=render_embeddings(reply, as_base64=parsed.encoding_format == "base64"),
+                                content_type=JSON, headers=headers)
+
+        return await self._unary(request, "POST /v1/embeddings", OPENAI_CHAT, answer)
+
+    async def count_tokens(self, request: web.Request) -> web.Response:
+        """Anthropic's ``/v1/messages/count_tokens``: the prompt in the
+        resolved upstream's tokens (estimated where it cannot count)."""
+        async def answer(key: ApiKeySpec, body: bytes, request_id: str, deadline: float) -> web.Response:
+            parsed = parse_count_tokens_request(body, self.limits)
+            routing = pb.RoutingContext()
+            conventions.apply_headers(request.headers, routing)
+            chat = anthropic_to_chat(parsed, request_id=request_id, identity=identity_of(key), routing=routing)
+            reply = await self._call_router(self._count_tokens, chat, deadline)
+            if reply.HasField("error"):
+                return _proto_error_response(reply.error, request_id_headers(request_id), ANTHROPIC_MESSAGES)
+            headers = _started_headers(reply.started, request_id)
+            headers["x-switchyard-tokens-estimated"] = "true" if reply.estimated else "false"
+            return web.Response(body=orjson.dumps({"input_tokens": reply.input_tokens}), content_type=JSON,
+                                headers=headers)
+
+        return await self._unary(request, "POST /v1/messages/count_tokens", ANTHROPIC_MESSAGES, answer)
+
     async def models(self, request: web.Request) -> web.Response:
+        """The models, aliases, routing configs and templates this key may use."""
+        request_id = request_id_for(request)
         try:
             key = self.keys.authenticate(request.headers)
-            listing = await self._list_models(rpb.ListModelsRequest(), timeout=10)
+            listing = await self._list_models(rpb.ListModelsRequest(identity=identity_of(key)), timeout=10)
         except SwitchyardError as exc:
-            return json_error(exc)
+            return json_error(exc, request_id)
         except grpc.aio.AioRpcError:
-            return json_error(UnavailableError("the router is unavailable"))
-        data = [
-            {"id": m.id, "object": "model", "created": 0, "owned_by": m.owned_by}
-            for m in listing.models
-            if key.allowed_models is None or m.id in key.allowed_models
-        ]
-        return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type=JSON)
+            return json_error(UnavailableError("the router is unavailable"), request_id)
+        body = {"object": "list", "data": [model_entry(m) for m in listing.models]}
+        return web.Response(body=orjson.dumps(body), content_type=JSON, headers=request_id_headers(request_id))
+
+    async def model(self, request: web.Request) -> web.Response:
+        """One identifier, resolved and scoped as a request naming it would be."""
+        request_id = request_id_for(request)
+        try:
+            key = self.keys.authenticate(request.headers)
+            listing = await self._list_models(
+                rpb.ListModelsRequest(identity=identity_of(key), id=request.match_info["model"]), timeout=10)
+        except SwitchyardError as exc:
+            return json_error(exc, request_id)
+        except grpc.aio.AioRpcError:
+            return json_error(UnavailableError("the router is unavailable"), request_id)
+        if listing.HasField("error"):
+            return _proto_error_response(listing.error, request_id_headers(request_id))
+        return web.Response(body=orjson.dumps(model_entry(listing.models[0])), content_type=JSON,
+                            headers=request_id_headers(request_id))
 
     async def ready(self, _: web.Request) -> web.Response:
         """Ready when not draining and a router answers its health check

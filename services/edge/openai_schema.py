@@ -16,7 +16,7 @@ published OpenAPI document in ``openapi.py``.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 from pydantic_core import PydanticCustomError
@@ -419,3 +419,59 @@ class ChatCompletionRequest(_Strict):
                 "param": "stream_options",
                 "message": "The 'stream_options' parameter is only allowed when 'stream' is enabled."})
         return self
+
+
+# --------------------------------------------------------------- embeddings --
+
+MAX_EMBEDDING_INPUTS = 2048  # OpenAI's limit per request
+
+
+def _input_shape(value: Any) -> str | None:
+    if isinstance(value, str):
+        return UNION_TAG + "string"
+    if not isinstance(value, list):
+        return None
+    first = value[0] if value else ""
+    if isinstance(first, list):
+        return UNION_TAG + "token_arrays"
+    return UNION_TAG + ("tokens" if isinstance(first, int) and not isinstance(first, bool) else "strings")
+
+
+_NonEmpty = Annotated[str, Field(min_length=1)]
+_Tokens = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+EmbeddingInput = Annotated[
+    (
+        Annotated[_NonEmpty, Tag("#string")]
+        | Annotated[list[_NonEmpty], Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS), Tag("#strings")]
+        | Annotated[_Tokens, Tag("#tokens")]
+        | Annotated[list[_Tokens], Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS), Tag("#token_arrays")]
+    ),
+    Discriminator(_input_shape, custom_error_type="invalid_type",
+                  custom_error_message="a string, an array of strings, an array of tokens or an array of token "
+                                       "arrays"),
+]
+
+
+class EmbeddingRequest(_Strict):
+    """POST /v1/embeddings. Unknown top-level fields pass through to
+    upstreams that understand them (``input_type`` for some local servers,
+    ``task_type`` and ``title`` for Gemini) and are refused by the others."""
+
+    model_config = ConfigDict(extra="allow", strict=True, validate_by_name=True, validate_by_alias=True)
+
+    input: EmbeddingInput
+    model: Identifier | None = None
+    dimensions: Annotated[int, Field(ge=1, le=65536)] | None = None
+    encoding_format: Literal["float", "base64"] | None = None
+    user: Identifier | None = None
+    # Extensions (the same conventions as chat): Bifrost, Mesh, Modelux.
+    fallbacks: _Identifiers | None = None
+    models: _Identifiers | None = None
+    session_id: Identifier | None = None
+    mlx_tags: Annotated[dict[Identifier, Identifier], Field(max_length=64)] | None = Field(None, alias="mlx:tags")
+    mlx_end_user: Identifier | None = Field(None, alias="mlx:end_user")
+    # Chat-only conventions read by the shared convention modules; never set here.
+    template: ClassVar[None] = None
+    variables: ClassVar[None] = None
+    mlx_cache: ClassVar[None] = None
+    mlx_trace: ClassVar[None] = None

@@ -63,12 +63,15 @@ def _rate_limit(out: pb.RateLimit, spec: RateLimitSpec) -> None:
 
 def to_chat_request(req: ChatCompletionRequest, *, request_id: str, identity: pb.Identity | None = None,
                     routing: pb.RoutingContext | None = None) -> pb.ChatRequest:
-    """The canonical request. ``routing`` is the context the edge built with
-    ``conventions.apply_all`` (headers and body); without it, the body's
-    extension fields alone are applied."""
+    """The canonical request. ``routing`` holds what the header conventions
+    gave (``conventions.apply_headers``); the body's extension fields are
+    applied on top of it here, once."""
+    if not req.model and req.models:
+        req.model = req.models[0]  # Mesh/OpenRouter: the first of `models` is the primary
+    # The model may still be empty: the router takes it from a template or the key's default.
     if routing is None:
         routing = pb.RoutingContext()
-        conventions.apply_all({}, req, routing)
+    conventions.apply_body(req, routing)
     out = pb.ChatRequest(
         request_id=request_id,
         model=req.model or "",
@@ -368,13 +371,25 @@ class ChunkEncoder:
     """SSE bytes for one streamed completion: one ``chat.completion.chunk``
     frame per choice delta. The constant head of every frame is encoded once."""
 
+    heartbeat = b": keep-alive\n\n"  # an SSE comment while the upstream is silent
+
     def __init__(self, completion_id: str, created: int, model: str, *, include_usage: bool = False) -> None:
         head = orjson.dumps({"id": completion_id, "object": "chat.completion.chunk", "created": created,
                              "model": model})
         self._prefix = b"data: " + head[:-1] + b',"choices":['
+        self.include_usage = include_usage
         # With include_usage, OpenAI sends "usage": null on every chunk but the last.
         self._tail = b',"usage":null}\n\n' if include_usage else b"}\n\n"
         self._started: set[int] = set()
+
+    @staticmethod
+    def start() -> bytes:
+        """Nothing precedes the first chunk."""
+        return b""
+
+    @staticmethod
+    def done() -> bytes:
+        return DONE
 
     def encode(self, chunk: pb.Chunk) -> bytes:
         tail = b"]" + self._tail
@@ -408,8 +423,11 @@ class ChunkEncoder:
             orjson.dumps(finish) if finish else b"null")
 
     def encode_usage(self, usage: pb.Usage, fields: dict[str, Any] | None = None) -> bytes:
-        """The last chunk when ``stream_options.include_usage``: no choices, the
-        usage, and Bifrost's ``extra_fields`` (cost and latency are known only now)."""
+        """The last chunk when ``stream_options.include_usage`` (else nothing):
+        no choices, the usage, and Bifrost's ``extra_fields`` (cost and latency
+        are known only now)."""
+        if not self.include_usage:
+            return b""
         tail = b',"extra_fields":' + orjson.dumps(fields) if fields is not None else b""
         return self._prefix + b'],"usage":' + orjson.dumps(usage_dict(usage)) + tail + b"}\n\n"
 
@@ -442,10 +460,14 @@ def _tool_call_delta(call: pb.ToolCallDelta) -> dict[str, Any]:
     return out
 
 
-def error_status_and_body(err: pb.Error) -> tuple[int, bytes]:
-    """HTTP status and OpenAI error body for an error before any output."""
-    status = err.status if 400 <= err.status <= 599 else 500
-    return status, orjson.dumps(error_envelope(err))
+def error_status(err: pb.Error) -> int:
+    """The HTTP status for an error before any output."""
+    return err.status if 400 <= err.status <= 599 else 500
+
+
+def error_body(err: pb.Error) -> bytes:
+    """The OpenAI error body."""
+    return orjson.dumps(error_envelope(err))
 
 
 def extra_fields(started: pb.Started, latency_ms: float, usage: pb.Usage | None) -> dict[str, Any]:

@@ -28,6 +28,16 @@ _BRACKET_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 
 def parse_chat_request(body: bytes, limits: Limits) -> ChatCompletionRequest:
     """Parse and validate a request body, or raise ``InvalidRequestError``."""
+    data = load_json_object(body, limits)
+    try:
+        return ChatCompletionRequest.model_validate(data)
+    except ValidationError as exc:
+        raise request_error(exc.errors(include_url=False)[0], data) from None
+
+
+def load_json_object(body: bytes, limits: Limits) -> dict[str, Any]:
+    """The body as a JSON object within the size, depth, string and message
+    count limits (every front door's first step), or ``InvalidRequestError``."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -44,10 +54,7 @@ def parse_chat_request(body: bytes, limits: Limits) -> ChatCompletionRequest:
         raise InvalidRequestError(
             f"Invalid 'messages': array too long. Expected an array with maximum length {limits.max_messages}, "
             f"but got an array with length {len(messages)} instead.", param="messages", code="array_above_max_length")
-    try:
-        return ChatCompletionRequest.model_validate(data)
-    except ValidationError as exc:
-        raise request_error(exc.errors(include_url=False)[0], data) from None
+    return data
 
 
 def _depth(body: bytes) -> int:

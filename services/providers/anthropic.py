@@ -39,6 +39,9 @@ from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import provider_pb2 as ppb
 
 ANTHROPIC_VERSION = "2023-06-01"
+# What /v1/messages/count_tokens accepts of a Messages body.
+COUNT_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking", "output_config",
+                          "cache_control", "speed", "context_management", "mcp_servers"})
 
 # Anthropic field names (the first segment of an error message) -> the OpenAI request field.
 ERROR_PARAMS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "max_tokens": "max_tokens",
@@ -81,6 +84,26 @@ class AnthropicTranslator(Translator):
         root = self.spec.base_url.rstrip("/")
         url = f"{root}/messages" if root.endswith("/v1") else f"{root}/v1/messages"
         return UpstreamRequest("POST", url, headers, orjson.dumps(body))
+
+    def build_count_request(self, request: pb.ChatRequest, model: str) -> UpstreamRequest:
+        """``/v1/messages/count_tokens``: the request's body without the
+        fields that only shape the answer."""
+        self.check_extra(request)
+        full = request_body(request, model, stream=False, configured_max=self._configured_max(model))
+        body = {key: value for key, value in full.items() if key in COUNT_FIELDS}
+        headers = {"anthropic-version": ANTHROPIC_VERSION, "content-type": "application/json"}
+        if self.api_key:
+            headers["x-api-key"] = self.api_key
+        root = self.spec.base_url.rstrip("/")
+        url = f"{root}/messages/count_tokens" if root.endswith("/v1") else f"{root}/v1/messages/count_tokens"
+        return UpstreamRequest("POST", url, headers, orjson.dumps(body))
+
+    def parse_count_response(self, body: bytes) -> int:
+        data = load_json(body)
+        tokens = data.get("input_tokens") if isinstance(data, dict) else None
+        if not isinstance(tokens, int):
+            raise UpstreamProtocolError("Anthropic's count_tokens answer has no input_tokens")
+        return tokens
 
     def parse_response(self, body: bytes, model: str) -> Iterable[ppb.GenerateEvent]:
         message = load_json(body)

@@ -3,15 +3,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
-from providers.base import (
-    plain_extra,
-)
+from providers.base import plain_extra, plain_value
 from switchyard.errors import InvalidRequestError
 from switchyard.v1 import chat_pb2 as pb
 
@@ -51,7 +51,10 @@ EXTRA_FIELDS = frozenset({"thinking", "top_k", "output_config", "service_tier", 
 
 
 def request_body(request: pb.ChatRequest, model: str, *, stream: bool, configured_max: int | None) -> dict[str, Any]:
-    """The Messages API body for one canonical request (n is always 1 here)."""
+    """The Messages API body for one canonical request (n is always 1 here).
+    A request that arrived in Anthropic's own format (``request.native``)
+    gets its native top-level fields back verbatim (thinking as given rather
+    than derived from reasoning_effort, output_config, cache_control...)."""
     sampling = request.sampling
     _reject_unsupported(sampling)
     system, turns = convert_messages(request.messages)
@@ -74,7 +77,14 @@ def request_body(request: pb.ChatRequest, model: str, *, stream: bool, configure
     output_config: dict[str, Any] = {}
     if request.response_format.type == "json_schema":
         output_config["format"] = output_format(request.response_format)
-    _add_thinking(body, output_config, sampling.reasoning_effort, model)
+    native = native_fields(request)
+    if "thinking" not in native:
+        _add_thinking(body, output_config, sampling.reasoning_effort, model)
+    for key, value in native.items():
+        if key == "output_config" and isinstance(value, dict):
+            output_config = dict(value)
+        else:
+            body[key] = value
     extra = plain_extra(request)
     for key in sorted(EXTRA_FIELDS & extra.keys()):
         if key == "output_config" and isinstance(extra[key], dict):
@@ -88,6 +98,23 @@ def request_body(request: pb.ChatRequest, model: str, *, stream: bool, configure
     if stream:
         body["stream"] = True
     return body
+
+
+def native_fields(request: pb.ChatRequest) -> dict[str, Any]:
+    """The client's own Anthropic top-level fields, when it spoke Anthropic's API."""
+    if request.native.api != "anthropic":
+        return {}
+    return {key: plain_value(value) for key, value in request.native.fields.fields.items()}
+
+
+def _cached(block: dict[str, Any], holder: Any) -> dict[str, Any]:
+    """``block`` with the holder's cache_control breakpoint, if it has one."""
+    if holder.HasField("cache_control"):
+        control = {"type": holder.cache_control.type or "ephemeral"}
+        if holder.cache_control.ttl:
+            control["ttl"] = holder.cache_control.ttl
+        block["cache_control"] = control
+    return block
 
 
 def _reject_unsupported(sampling: pb.Sampling) -> None:
@@ -216,7 +243,7 @@ def _text_blocks(message: pb.Message, i: int) -> list[dict[str, Any]]:
                                       param=f"messages[{i}].content[{j}]")
         text = part.text if kind == "text" else part.refusal
         if text:
-            blocks.append({"type": "text", "text": text})
+            blocks.append(_cached({"type": "text", "text": text}, part))
     return blocks
 
 
@@ -232,11 +259,11 @@ def content_block(part: pb.ContentPart, param: str) -> dict[str, Any] | None:
     kind = part.WhichOneof("part")
     if kind in ("text", "refusal"):
         text = part.text if kind == "text" else part.refusal
-        return {"type": "text", "text": text} if text else None
+        return _cached({"type": "text", "text": text}, part) if text else None
     if kind == "image_url":
-        return image_block(part.image_url.url, param)
+        return _cached(image_block(part.image_url.url, param), part)
     if kind == "file":
-        return document_block(part.file, param)
+        return _cached(document_block(part.file, param), part)
     if kind == "input_audio":
         raise InvalidRequestError("audio input is not supported by Anthropic models", param=param)
     raise InvalidRequestError("empty content part", param=param)
@@ -256,13 +283,29 @@ def image_block(url: str, param: str) -> dict[str, Any]:
 
 
 def document_block(file: pb.FileInput, param: str) -> dict[str, Any]:
+    """PDFs (base64 data: URI or URL) and plain text (a text/plain data: URI)."""
     match = _DATA_URI.match(file.file_data)
-    if not match or match.group(1).lower() != "application/pdf":
-        raise InvalidRequestError("Anthropic models accept files only as base64 PDF data: URIs", param=param)
-    block: dict[str, Any] = {"type": "document",
-                             "source": {"type": "base64", "media_type": "application/pdf", "data": match.group(2)}}
+    media_type = match.group(1).lower() if match else ""
+    if file.url:
+        source: dict[str, Any] = {"type": "url", "url": file.url}
+    elif media_type == "application/pdf":
+        source = {"type": "base64", "media_type": "application/pdf", "data": match.group(2)}
+    elif media_type == "text/plain":
+        try:
+            text = base64.b64decode(match.group(2), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise InvalidRequestError("a text/plain file must be base64-encoded UTF-8", param=param) from None
+        source = {"type": "text", "media_type": "text/plain", "data": text}
+    else:
+        raise InvalidRequestError("Anthropic models accept files only as PDF (base64 data: URI or URL) or "
+                                  "plain text", param=param)
+    block: dict[str, Any] = {"type": "document", "source": source}
     if file.filename:
         block["title"] = file.filename
+    if file.context:
+        block["context"] = file.context
+    if file.citations:
+        block["citations"] = {"enabled": True}
     return block
 
 
@@ -296,7 +339,7 @@ def tool_use_block(call: pb.ToolCall, param: str) -> dict[str, Any]:
     if not isinstance(parsed, dict):
         raise InvalidRequestError("tool call arguments must be a JSON object for Anthropic models",
                                   param=f"{param}.function.arguments")
-    return {"type": "tool_use", "id": call.id, "name": call.function.name, "input": parsed}
+    return _cached({"type": "tool_use", "id": call.id, "name": call.function.name, "input": parsed}, call)
 
 
 def tool_result_block(message: pb.Message, i: int) -> dict[str, Any]:
@@ -310,7 +353,9 @@ def tool_result_block(message: pb.Message, i: int) -> dict[str, Any]:
         parts = user_blocks(message, i)
         if parts:
             block["content"] = parts
-    return block
+    if message.is_error:
+        block["is_error"] = True
+    return _cached(block, message)
 
 
 def tool_definitions(tools: Iterable[pb.Tool]) -> list[dict[str, Any]]:
@@ -332,7 +377,7 @@ def tool_definitions(tools: Iterable[pb.Tool]) -> list[dict[str, Any]]:
         definition["input_schema"] = schema
         if function.HasField("strict") and function.strict:
             definition["strict"] = True
-        out.append(definition)
+        out.append(_cached(definition, tool))
     return out
 
 

@@ -43,6 +43,8 @@ def message_delta(message: dict[str, Any]) -> pb.ChoiceDelta:
         delta.has_content = True
     delta.reasoning = "".join(reasoning)
     delta.finish_reason = finish_reason(message.get("stop_reason"))
+    delta.stop_reason = str(message.get("stop_reason") or "")
+    delta.stop_sequence = str(message.get("stop_sequence") or "")
     return delta
 
 
@@ -87,9 +89,11 @@ class StreamState:
             return self._stop(_int(payload.get("index")))
         elif kind == "message_delta":
             self.usage.update({k: v for k, v in (payload.get("usage") or {}).items() if v is not None})
-            stop_reason = (payload.get("delta") or {}).get("stop_reason")
+            delta = payload.get("delta") or {}
+            stop_reason = delta.get("stop_reason")
             if stop_reason:
-                return [self._emit(finish_reason=finish_reason(stop_reason))]
+                return [self._emit(finish_reason=finish_reason(stop_reason), stop_reason=str(stop_reason),
+                                   stop_sequence=str(delta.get("stop_sequence") or ""))]
         elif kind == "message_stop":
             self.stopped = True
             return [ppb.GenerateEvent(usage=usage_from(self.usage))]

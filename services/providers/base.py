@@ -19,6 +19,7 @@ from google.protobuf import struct_pb2
 from switchyard.config import ProviderSpec
 from switchyard.errors import InvalidRequestError
 from switchyard.v1 import chat_pb2 as pb
+from switchyard.v1 import embed_pb2 as epb
 from switchyard.v1 import provider_pb2 as ppb
 
 
@@ -39,6 +40,22 @@ class SSEEvent:
     event: str = ""
     data: str = ""
     id: str = ""
+
+
+@dataclass(slots=True)
+class Embeddings:
+    """One upstream embeddings answer: float32 little-endian vectors in
+    input order, the usage, and whether the token counts are estimated."""
+
+    vectors: list[bytes]
+    usage: pb.Usage
+    estimated: bool = False
+
+
+def estimated_tokens(inputs: Iterable[epb.EmbedInput]) -> int:
+    """Tokens of inputs an upstream did not count: token ids as given,
+    text at about four characters a token (as routing conditions estimate)."""
+    return sum(len(i.tokens) or max(1, (len(i.text) + 3) // 4) for i in inputs)
 
 
 @dataclass(slots=True)
@@ -106,6 +123,23 @@ class Translator(ABC):
     def forget_json_schema_refusal(self) -> None:  # noqa: B027 - optional hook, nothing to forget by default
         """The retry as ``json_object`` failed too: the refusal was not about
         ``json_schema`` after all."""
+
+    def build_embed_request(self, request: epb.EmbedRequest, model: str) -> UpstreamRequest:
+        """The upstream HTTP request for one embeddings attempt."""
+        raise InvalidRequestError(f"provider {self.provider} ({self.type}) has no embeddings API", param="model",
+                                  code="embeddings_not_supported")
+
+    def parse_embed_response(self, body: bytes, request: epb.EmbedRequest) -> Embeddings:
+        """The vectors (one per input, in order) and usage of an embeddings answer."""
+        raise UpstreamProtocolError(f"provider {self.provider} ({self.type}) has no embeddings API")
+
+    def build_count_request(self, request: pb.ChatRequest, model: str) -> UpstreamRequest | None:
+        """The upstream's own token-counting request, or None when it has
+        none (the count is then estimated)."""
+        return None
+
+    def parse_count_response(self, body: bytes) -> int:
+        raise UpstreamProtocolError(f"provider {self.provider} ({self.type}) cannot count tokens")
 
     @abstractmethod
     def map_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> pb.Error:

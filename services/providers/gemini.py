@@ -26,6 +26,7 @@ import orjson
 
 from providers.base import (
     Capabilities,
+    Embeddings,
     SSEEvent,
     Translator,
     UpstreamProtocolError,
@@ -35,6 +36,7 @@ from providers.base import (
     plain_extra,
 )
 from providers.errors import AUTH, INVALID, class_for_status, retry_after_ms, upstream_error
+from providers.gemini_embed import embed_body, embed_url, parse_embeddings
 from providers.gemini_request import (
     apply_extra,
     convert_messages,
@@ -53,6 +55,7 @@ from providers.gemini_stream import (
 )
 from providers.sanitize import log_upstream_text
 from switchyard.v1 import chat_pb2 as pb
+from switchyard.v1 import embed_pb2 as epb
 from switchyard.v1 import provider_pb2 as ppb
 
 _FIELD_PARAMS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "max_output_tokens": "max_tokens",
@@ -133,6 +136,34 @@ class GeminiTranslator(Translator):
             headers["x-goog-api-key"] = self.api_key
         return UpstreamRequest("POST", endpoint_url(self.spec.base_url, model, stream=stream), headers,
                                orjson.dumps(body))
+
+    def build_count_request(self, request: pb.ChatRequest, model: str) -> UpstreamRequest:
+        """``models/{model}:countTokens`` over the whole generate request
+        (system instruction and tools included)."""
+        generate = orjson.loads(self.build_request(request, model, stream=False).body)
+        generate["model"] = "models/" + model.removeprefix("models/")
+        url = endpoint_url(self.spec.base_url, model, stream=False).rsplit(":", 1)[0] + ":countTokens"
+        headers = {"content-type": "application/json"}
+        if self.api_key:
+            headers["x-goog-api-key"] = self.api_key
+        return UpstreamRequest("POST", url, headers, orjson.dumps({"generateContentRequest": generate}))
+
+    def parse_count_response(self, body: bytes) -> int:
+        data = load_json(body, "response")
+        tokens = data.get("totalTokens")
+        if not isinstance(tokens, int):
+            raise UpstreamProtocolError("Gemini's countTokens answer has no totalTokens")
+        return tokens
+
+    def build_embed_request(self, request: epb.EmbedRequest, model: str) -> UpstreamRequest:
+        batch, body = embed_body(request, model)
+        headers = {"content-type": "application/json"}
+        if self.api_key:
+            headers["x-goog-api-key"] = self.api_key
+        return UpstreamRequest("POST", embed_url(self.spec.base_url, model, batch=batch), headers, orjson.dumps(body))
+
+    def parse_embed_response(self, body: bytes, request: epb.EmbedRequest) -> Embeddings:
+        return parse_embeddings(body, request)
 
     def parse_response(self, body: bytes, model: str) -> Iterable[ppb.GenerateEvent]:
         data = load_json(body, "response")

@@ -17,6 +17,7 @@ import orjson
 
 from providers.base import (
     Capabilities,
+    Embeddings,
     SSEEvent,
     Translator,
     UpstreamProtocolError,
@@ -25,9 +26,11 @@ from providers.base import (
     UpstreamTruncatedError,
 )
 from providers.errors import BILLING, CONTENT_FILTER, INVALID, class_for_status, retry_after_ms, upstream_error
+from providers.openai_embed import embed_body, parse_embeddings
 from providers.sanitize import log_upstream_text
 from switchyard.errors import InvalidRequestError
 from switchyard.v1 import chat_pb2 as pb
+from switchyard.v1 import embed_pb2 as epb
 from switchyard.v1 import provider_pb2 as ppb
 
 # Models that refuse max_tokens and take max_completion_tokens instead.
@@ -47,6 +50,8 @@ class OpenAITranslator(Translator):
     reasoning_fields: ClassVar[tuple[str, ...]] = ()
     # Whether assistant history keeps its ``reasoning_content``.
     keeps_reasoning_history: ClassVar[bool] = False
+    # Whether embeddings may be asked for as base64 (float32 bytes, no float parsing).
+    base64_embeddings: ClassVar[bool] = True
 
     # ------------------------------------------------------------ request --
 
@@ -141,6 +146,18 @@ class OpenAITranslator(Translator):
     def _merge_extra(self, request: pb.ChatRequest, body: dict[str, Any]) -> None:
         field = sorted(request.extra.fields)[0]
         raise InvalidRequestError(f"{field} is not supported by provider {self.provider} ({self.type})", param=field)
+
+    def build_embed_request(self, request: epb.EmbedRequest, model: str) -> UpstreamRequest:
+        body = embed_body(request, model, as_base64=self.base64_embeddings)
+        if request.extra.fields:
+            self._merge_extra(request, body)
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        if self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key}"
+        return UpstreamRequest("POST", f"{self.spec.base_url.rstrip('/')}/embeddings", headers, orjson.dumps(body))
+
+    def parse_embed_response(self, body: bytes, request: epb.EmbedRequest) -> Embeddings:
+        return parse_embeddings(body, request, self._stream_error)
 
     # ----------------------------------------------------------- response --
 
@@ -325,6 +342,9 @@ def _part(part: pb.ContentPart) -> dict[str, Any]:
                                                        "format": part.input_audio.format}}
     if kind == "file":
         f = part.file
+        if f.url:
+            raise InvalidRequestError("documents by URL are supported only by Anthropic upstreams; send the file "
+                                      "as file_data", param="messages")
         return {"type": "file", "file": {k: v for k, v in (("file_id", f.file_id), ("file_data", f.file_data),
                                                            ("filename", f.filename)) if v}}
     return {"type": "refusal", "refusal": part.refusal}

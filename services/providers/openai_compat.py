@@ -38,6 +38,7 @@ class OpenAICompatTranslator(OpenAITranslator):
     capabilities = Capabilities(n=False, json_schema=True, extra_fields=frozenset({"*"}))
     reasoning_fields: ClassVar[tuple[str, ...]] = ("reasoning_content", "reasoning")
     keeps_reasoning_history: ClassVar[bool] = True
+    base64_embeddings: ClassVar[bool] = False  # not every server knows encoding_format=base64
 
     def __init__(self, provider: str, spec: ProviderSpec, api_key: str | None) -> None:
         super().__init__(provider, spec, api_key)

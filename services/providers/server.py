@@ -20,11 +20,13 @@ from opentelemetry.trace import SpanKind, Tracer
 
 from providers.attempt import AttemptFailedError, AttemptSpec, stream_attempt
 from providers.registry import ProviderRegistry
+from providers.unary import count_tokens, embed
 from switchyard import attributes, event_tags, telemetry
 from switchyard.errors import SwitchyardError
 from switchyard.grpc_server import identity
 from switchyard.session import SessionServicer
 from switchyard.v1 import chat_pb2 as pb
+from switchyard.v1 import embed_pb2 as epb
 from switchyard.v1 import provider_pb2 as ppb
 
 log = logging.getLogger(__name__)
@@ -148,14 +150,46 @@ class ProviderServicer:
         log.info("attempt %s/%s failed: %s %s", spec.translator.provider, spec.model, error.status, error.code)
         return ppb.GenerateEvent(error=error).SerializeToString()
 
+    async def embed(self, attempt: ppb.EmbedAttempt, context: grpc.aio.ServicerContext) -> epb.EmbedResponse:
+        target = attempt.target
+        spec = self.registry.attempt_spec(target.provider, target.model,
+                                          attempt.timeouts if attempt.HasField("timeouts") else None)
+        if spec is None:
+            return epb.EmbedResponse(error=_unknown_provider(target.provider))
+        return await embed(spec, attempt.request, _deadline(context))
+
+    async def count_tokens(self, request: ppb.GenerateRequest,
+                           context: grpc.aio.ServicerContext) -> pb.CountTokensResponse:
+        target = request.target
+        spec = self.registry.attempt_spec(target.provider, target.model)
+        if spec is None:
+            return pb.CountTokensResponse(error=_unknown_provider(target.provider))
+        return await count_tokens(spec, request.request, _deadline(context))
+
     def register(self, server: grpc.aio.Server) -> list[str]:
         handlers = {
             "Generate": grpc.unary_stream_rpc_method_handler(self.generate, request_deserializer=identity,
                                                              response_serializer=identity),
             "GenerateSession": self.session.method_handler(),
+            "Embed": grpc.unary_unary_rpc_method_handler(
+                self.embed, request_deserializer=ppb.EmbedAttempt.FromString,
+                response_serializer=epb.EmbedResponse.SerializeToString),
+            "CountTokens": grpc.unary_unary_rpc_method_handler(
+                self.count_tokens, request_deserializer=ppb.GenerateRequest.FromString,
+                response_serializer=pb.CountTokensResponse.SerializeToString),
         }
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
         return [SERVICE]
+
+
+def _unknown_provider(provider: str) -> pb.Error:
+    return pb.Error(status=404, type="invalid_request_error", code="model_not_found",
+                    message=f"provider {provider!r} is not configured")
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return time.monotonic() + remaining if remaining is not None else None
 
 
 def from_batch(batch: list[bytes]) -> bytes:

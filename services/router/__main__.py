@@ -15,12 +15,16 @@ from router.governance import BUCKETS, BUDGETS_BUCKET, LIMITS_BUCKET, Governor
 from router.ledger import Buckets, Ledger, MemoryKV
 from router.pipeline import Pipeline
 from router.server import CONFIG_HEALTH, RouterServicer
+from router.unary import UnaryRouter
 from router.usage import CountingUsageSink, UsageSink
 from switchyard import logs, telemetry
 from switchyard.config import ConfigError, GovernanceSpec
 from switchyard.events import UsagePublisher
 from switchyard.grpc_server import CHANNEL_OPTIONS, run, serve
 from switchyard.session import streamer
+from switchyard.v1 import chat_pb2 as pb
+from switchyard.v1 import embed_pb2 as epb
+from switchyard.v1 import provider_pb2 as ppb
 
 
 async def start_governor(nats_url: str | None, settings: GovernanceSpec) -> tuple[Governor, Buckets | None]:
@@ -67,7 +71,13 @@ async def main() -> None:
         usage = CountingUsageSink()
     governor, buckets = await start_governor(nats_url, watcher.table.config.governance)
     pipeline = Pipeline(lambda: watcher.table, generate, usage, breakers, telemetry.setup("router"), governor)
-    servicer = RouterServicer(pipeline, lambda: watcher.table)
+    embed = channel.unary_unary("/switchyard.v1.Provider/Embed", request_serializer=ppb.EmbedAttempt.SerializeToString,
+                                response_deserializer=epb.EmbedResponse.FromString)
+    count = channel.unary_unary("/switchyard.v1.Provider/CountTokens",
+                                request_serializer=ppb.GenerateRequest.SerializeToString,
+                                response_deserializer=pb.CountTokensResponse.FromString)
+    unary = UnaryRouter(lambda: watcher.table, breakers, usage, embed, count, governor)
+    servicer = RouterServicer(pipeline, lambda: watcher.table, unary)
 
     async def report_config(health_servicer: health.aio.HealthServicer) -> None:
         serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING

@@ -55,11 +55,49 @@ class RequestError(Exception):
     """A request the real API rejects with 400 invalid_request_error."""
 
 
+COUNT_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking", "output_config",
+                          "cache_control", "speed", "context_management", "mcp_servers"})
+
+
 def add_routes(app: web.Application, recorder: Recorder) -> None:
     async def messages(request: web.Request) -> web.StreamResponse:
         return await handle_messages(request, recorder)
 
+    async def count(request: web.Request) -> web.StreamResponse:
+        return await handle_count_tokens(request, recorder)
+
     app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/messages/count_tokens", count)
+
+
+async def handle_count_tokens(request: web.Request, recorder: Recorder) -> web.StreamResponse:
+    """``/v1/messages/count_tokens``: a Messages body without the fields that
+    shape the answer (``max_tokens``, ``stream``, sampling are refused)."""
+    body, _, item = await recorder.record_request(API, request)
+    script = parse_script(request.headers, all_text(body) if isinstance(body, dict) else "")
+
+    async def fail(status: int, message: str) -> web.Response:
+        payload, headers = error_body(status, ERROR_TYPES.get(status, "api_error"), message)
+        return await send_json(request, recorder, item, script, status, payload, headers)
+
+    if not api_key(request):
+        return await fail(401, "x-api-key header is required")
+    if not request.headers.get("anthropic-version"):
+        return await fail(400, "anthropic-version: header is required")
+    if not isinstance(body, dict):
+        return await fail(400, "There was an error parsing the body: request body must be a JSON object")
+    unknown = sorted(set(body) - COUNT_FIELDS)
+    if unknown:
+        return await fail(400, f"{unknown[0]}: Extra inputs are not permitted")
+    try:
+        validate({**body, "max_tokens": 1 << 30})
+    except RequestError as exc:
+        return await fail(400, str(exc))
+    if script.status >= 400:
+        return await fail(script.status, f"Simulated {ERROR_TYPES.get(script.status, 'api_error')}")
+    tools = " ".join(orjson.dumps(t).decode().replace(",", " ") for t in body.get("tools") or [])
+    tokens = max(count_tokens(strip_directives(all_text(body))), 1) + count_tokens(tools)
+    return await send_json(request, recorder, item, script, 200, orjson.dumps({"input_tokens": tokens}))
 
 
 async def handle_messages(request: web.Request, recorder: Recorder) -> web.StreamResponse:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from simulator import anthropic, gemini, openai
+from simulator import anthropic, embeddings, gemini, gemini_embed, openai
 from simulator.scenarios import Recorder
 
 RECORDER = web.AppKey("recorder", Recorder)
-API_MODULES = (openai, anthropic, gemini)
+API_MODULES = (openai, embeddings, anthropic, gemini, gemini_embed)
 
 
 async def _requests(request: web.Request) -> web.Response:

@@ -31,6 +31,8 @@ from simulator.schema_instances import instance_for
 from simulator.streaming import Frame, send_json, send_stream
 
 API = "gemini"
+# method -> (body, model) -> answer, for the single-answer methods (gemini_embed.py registers them)
+UNARY_METHODS: dict[str, Any] = {}
 MODELS = ("gemini-3.8-flash", "gemini-3.7-flash", "gemini-3.5-flash", "gemini-3.1-pro-preview", "gemini-3.1-flash-lite",
           "gemini-3-pro-preview", "gemini-3-flash-preview", "gemini-2.5-pro", "gemini-2.5-flash",
           "gemini-2.5-flash-lite", "gemini-2.0-flash")
@@ -486,6 +488,14 @@ def add_routes(app: web.Application, recorder: Recorder) -> None:
         script = Script()
         try:
             check_key(request)
+            if method in UNARY_METHODS:
+                if not isinstance(body, dict):
+                    raise invalid("Invalid JSON payload received. Expected an object.")
+                script = parse_script(request.headers, orjson.dumps(body).decode())
+                if script.status:
+                    raise scripted_error(script)
+                answer = UNARY_METHODS[method](body, model)
+                return await send_json(request, recorder, item, script, 200, orjson.dumps(answer))
             if method not in ("generateContent", "streamGenerateContent"):
                 raise GeminiError(404, f"Method {method!r} is not supported for models/{model}.")
             if not isinstance(body, dict):

@@ -28,6 +28,7 @@ class ModelFacts:
     context: int | None = None      # tokens the model reads at most
     max_output: int | None = None   # tokens it writes at most per answer
     thinking: str = "none"
+    kind: str = "chat"              # chat | embedding (input tokens only, no output)
 
 
 class CatalogueError(ValueError):
@@ -54,9 +55,14 @@ def parse_catalogue(text: str) -> dict[tuple[str, str], ModelFacts]:
 
 def _facts(entry: dict[str, Any], where: str) -> ModelFacts:
     unknown = set(entry) - {"input", "cached_input", "cache_write", "output", "reasoning", "context", "max_output",
-                            "thinking"}
+                            "thinking", "kind"}
     if unknown:
         raise CatalogueError(f"{where}: unknown fields {sorted(unknown)}")
+    kind = entry.get("kind", "chat")
+    if kind not in ("chat", "embedding"):
+        raise CatalogueError(f"{where}: kind must be chat or embedding")
+    if kind == "embedding":
+        entry = {"output": 0, **entry}
     if "input" not in entry or "output" not in entry:
         raise CatalogueError(f"{where}: input and output prices are required")
     thinking = entry.get("thinking", "none")
@@ -68,7 +74,7 @@ def _facts(entry: dict[str, Any], where: str) -> ModelFacts:
                           cache_write_per_mtok=entry.get("cache_write"), reasoning_per_mtok=entry.get("reasoning"))
     except ValueError as exc:
         raise CatalogueError(f"{where}: {exc}") from None
-    return ModelFacts(pricing, entry.get("context"), entry.get("max_output"), thinking)
+    return ModelFacts(pricing, entry.get("context"), entry.get("max_output"), thinking, kind)
 
 
 @lru_cache(maxsize=1)

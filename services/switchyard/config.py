@@ -457,18 +457,6 @@ class Config(_Strict):
             raise ValueError("at least one provider is required")
         return value
 
-    @model_validator(mode="after")
-    def _aliases_resolve(self) -> Config:
-        for alias, target in self.aliases.items():
-            provider, _, model = target.partition("/")
-            if not model or provider not in self.providers:
-                raise ValueError(
-                    f"aliases.{alias}: target {target!r} must be <provider>/<model> with a configured provider"
-                )
-        ids = [k.id for k in self.api_keys]
-        if len(ids) != len(set(ids)):
-            raise ValueError("api_keys: ids must be unique")
-        return self
 
     def model_known(self, identifier: str) -> bool:
         """Whether a model identifier (not a route) names something servable."""
@@ -562,27 +550,47 @@ def expand_env(text: str, env: Mapping[str, str] | None = None) -> str:
     return _ENV_REF.sub(sub, text)
 
 
-def _expand_values(node: Any) -> Any:
-    """Expand env references in string values only (never in comments/keys)."""
+def _expand_values(node: Any, root: Any, path: tuple[Any, ...], source: str) -> Any:
+    """Expand env references in string values only (never in comments/keys);
+    an unset variable is an error naming the value's path and line."""
     if isinstance(node, dict):
         for key, value in node.items():
-            node[key] = _expand_values(value)
+            node[key] = _expand_values(value, root, (*path, key), source)
     elif isinstance(node, list):
         for i, value in enumerate(node):
-            node[i] = _expand_values(value)
+            node[i] = _expand_values(value, root, (*path, i), source)
     elif isinstance(node, str) and "${" in node:
-        return expand_env(node)
+        try:
+            return expand_env(node)
+        except ConfigError as exc:
+            line = _line_of(root, path)
+            raise ConfigError(f"invalid config {source}:\n  {'.'.join(map(str, path))}"
+                              f"{f' (line {line})' if line else ''}: {exc}") from None
     return node
 
 
-def parse_config(text: str, source: str = "<string>") -> Config:
+def _load_yaml(text: str, source: str) -> Any:
+    """The YAML document, or ConfigError naming the file, line and column."""
+    loader = _LineLoader(text)
+    loader.name = source  # marks name the file, not "<unicode string>"
     try:
-        data = yaml.load(text, Loader=_LineLoader)
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        context = f" ({exc.context})" if exc.context else ""
+        raise ConfigError(f"invalid config {source}{where}: YAML syntax: {exc.problem}{context}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid config {source}: {exc}") from None
+        raise ConfigError(f"invalid config {source}: YAML: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+def parse_config(text: str, source: str = "<string>") -> Config:
+    data = _load_yaml(text, source)
     if not isinstance(data, dict):
-        raise ConfigError(f"invalid config {source}: the top level must be a mapping")
-    _expand_values(data)
+        raise ConfigError(f"invalid config {source} (line 1): the top level must be a mapping")
+    _expand_values(data, data, (), source)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
@@ -602,6 +610,16 @@ def cross_references(config: Config) -> list[tuple[tuple[Any, ...], str]]:
     configs (and cycles between them), template models. Each problem with
     its path in the file."""
     problems: list[tuple[tuple[Any, ...], str]] = []
+    for alias, target in config.aliases.items():
+        provider, _, model = target.partition("/")
+        if not model or provider not in config.providers:
+            problems.append((("aliases", alias),
+                             f"target {target!r} must be <provider>/<model> with a configured provider"))
+    seen: set[str] = set()
+    for i, key in enumerate(config.api_keys):
+        if key.id in seen:
+            problems.append((("api_keys", i, "id"), f"id {key.id!r} is used by another key; ids must be unique"))
+        seen.add(key.id)
 
     def check_model(identifier: str, loc: tuple[Any, ...]) -> None:
         if identifier.startswith("@"):

@@ -258,7 +258,7 @@ def main() -> None:
     args = parser.parse_args()
     run_dir = Path(tempfile.mkdtemp(prefix="sy-bench-"))
     mesh = Mesh(MeshSettings(run_dir=run_dir, public_port=0, api_key="sy_" + secrets.token_hex(20),
-                             force_simulator=True, config_path=bench_config(run_dir),
+                             config_path=bench_config(run_dir),
                              environ=isolated_environ(),
                              extra_env={"SWITCHYARD_LOG_LEVEL": "WARNING"}))
     mesh.start()

@@ -1,7 +1,9 @@
 """The request conventions of the gateways Switchyard stands in for, turned
 into routing context. One module per gateway, each with
-``apply(headers, req, routing)``; ``apply_all`` runs them in order: header
-conventions first, then body extensions, so a value in the body wins over
+``apply(headers, req, routing)``. Header conventions (Muxx) apply to every
+front door, so the handler runs ``apply_headers`` once per request; body
+extensions (Modelux, Bifrost, Mesh) exist only in the OpenAI body, so its
+parser runs ``apply_body``. Headers go first: a value in the body wins over
 the same value in a header. Every ``apply`` is idempotent.
 """
 
@@ -18,13 +20,27 @@ from switchyard.v1 import chat_pb2 as pb
 # Headers that may carry the client's API key, besides ``Authorization: Bearer``.
 API_KEY_HEADERS = ("x-muxx-api-key", "api-key", "x-api-key")
 
-CONVENTIONS = (muxx, modelux, bifrost, mesh)
+HEADER_CONVENTIONS = (muxx,)
+BODY_CONVENTIONS = (modelux, bifrost, mesh)
+CONVENTIONS = HEADER_CONVENTIONS + BODY_CONVENTIONS
 
 
-def apply_all(headers: Mapping[str, str], req: ChatCompletionRequest, routing: pb.RoutingContext) -> None:
-    """Apply every convention. ``headers`` may be aiohttp's case-insensitive
+def apply_headers(headers: Mapping[str, str], routing: pb.RoutingContext) -> None:
+    """The header conventions. ``headers`` may be aiohttp's case-insensitive
     headers or any mapping (its names are lower-cased here)."""
     if not isinstance(headers, CIMultiDictProxy | CIMultiDict):
         headers = {name.lower(): value for name, value in headers.items()}
-    for convention in CONVENTIONS:
-        convention.apply(headers, req, routing)
+    for convention in HEADER_CONVENTIONS:
+        convention.apply(headers, None, routing)
+
+
+def apply_body(req: ChatCompletionRequest, routing: pb.RoutingContext) -> None:
+    """The body extensions of an OpenAI request."""
+    for convention in BODY_CONVENTIONS:
+        convention.apply({}, req, routing)
+
+
+def apply_all(headers: Mapping[str, str], req: ChatCompletionRequest, routing: pb.RoutingContext) -> None:
+    """Every convention, headers first."""
+    apply_headers(headers, routing)
+    apply_body(req, routing)

@@ -20,7 +20,7 @@ CACHE_CONTROL = "x-muxx-cache-control"
 USER_ID = "x-muxx-user-id"
 
 
-def apply(headers: Mapping[str, str], req: ChatCompletionRequest, routing: pb.RoutingContext) -> None:
+def apply(headers: Mapping[str, str], req: ChatCompletionRequest | None, routing: pb.RoutingContext) -> None:
     if raw := headers.get(METADATA):
         routing.tags.update(parse_metadata(raw))
     if cache := headers.get(CACHE_CONTROL):

@@ -24,28 +24,44 @@ class InputAudio(_message.Message):
     def __init__(self, data: _Optional[str] = ..., format: _Optional[str] = ...) -> None: ...
 
 class FileInput(_message.Message):
-    __slots__ = ("file_id", "file_data", "filename")
+    __slots__ = ("file_id", "file_data", "filename", "url", "context", "citations")
     FILE_ID_FIELD_NUMBER: _ClassVar[int]
     FILE_DATA_FIELD_NUMBER: _ClassVar[int]
     FILENAME_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    CITATIONS_FIELD_NUMBER: _ClassVar[int]
     file_id: str
     file_data: str
     filename: str
-    def __init__(self, file_id: _Optional[str] = ..., file_data: _Optional[str] = ..., filename: _Optional[str] = ...) -> None: ...
+    url: str
+    context: str
+    citations: bool
+    def __init__(self, file_id: _Optional[str] = ..., file_data: _Optional[str] = ..., filename: _Optional[str] = ..., url: _Optional[str] = ..., context: _Optional[str] = ..., citations: _Optional[bool] = ...) -> None: ...
+
+class CacheControl(_message.Message):
+    __slots__ = ("type", "ttl")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    ttl: str
+    def __init__(self, type: _Optional[str] = ..., ttl: _Optional[str] = ...) -> None: ...
 
 class ContentPart(_message.Message):
-    __slots__ = ("text", "image_url", "input_audio", "file", "refusal")
+    __slots__ = ("text", "image_url", "input_audio", "file", "refusal", "cache_control")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     IMAGE_URL_FIELD_NUMBER: _ClassVar[int]
     INPUT_AUDIO_FIELD_NUMBER: _ClassVar[int]
     FILE_FIELD_NUMBER: _ClassVar[int]
     REFUSAL_FIELD_NUMBER: _ClassVar[int]
+    CACHE_CONTROL_FIELD_NUMBER: _ClassVar[int]
     text: str
     image_url: ImageUrl
     input_audio: InputAudio
     file: FileInput
     refusal: str
-    def __init__(self, text: _Optional[str] = ..., image_url: _Optional[_Union[ImageUrl, _Mapping]] = ..., input_audio: _Optional[_Union[InputAudio, _Mapping]] = ..., file: _Optional[_Union[FileInput, _Mapping]] = ..., refusal: _Optional[str] = ...) -> None: ...
+    cache_control: CacheControl
+    def __init__(self, text: _Optional[str] = ..., image_url: _Optional[_Union[ImageUrl, _Mapping]] = ..., input_audio: _Optional[_Union[InputAudio, _Mapping]] = ..., file: _Optional[_Union[FileInput, _Mapping]] = ..., refusal: _Optional[str] = ..., cache_control: _Optional[_Union[CacheControl, _Mapping]] = ...) -> None: ...
 
 class ContentParts(_message.Message):
     __slots__ = ("parts",)
@@ -62,16 +78,18 @@ class FunctionCall(_message.Message):
     def __init__(self, name: _Optional[str] = ..., arguments: _Optional[str] = ...) -> None: ...
 
 class ToolCall(_message.Message):
-    __slots__ = ("id", "type", "function", "signature")
+    __slots__ = ("id", "type", "function", "signature", "cache_control")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    CACHE_CONTROL_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: str
     function: FunctionCall
     signature: str
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., function: _Optional[_Union[FunctionCall, _Mapping]] = ..., signature: _Optional[str] = ...) -> None: ...
+    cache_control: CacheControl
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., function: _Optional[_Union[FunctionCall, _Mapping]] = ..., signature: _Optional[str] = ..., cache_control: _Optional[_Union[CacheControl, _Mapping]] = ...) -> None: ...
 
 class ReasoningBlock(_message.Message):
     __slots__ = ("text", "signature", "redacted_data")
@@ -84,7 +102,7 @@ class ReasoningBlock(_message.Message):
     def __init__(self, text: _Optional[str] = ..., signature: _Optional[str] = ..., redacted_data: _Optional[str] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("role", "text", "parts", "name", "tool_calls", "tool_call_id", "refusal", "reasoning_content", "reasoning_blocks")
+    __slots__ = ("role", "text", "parts", "name", "tool_calls", "tool_call_id", "refusal", "reasoning_content", "reasoning_blocks", "cache_control", "is_error")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     PARTS_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +112,8 @@ class Message(_message.Message):
     REFUSAL_FIELD_NUMBER: _ClassVar[int]
     REASONING_CONTENT_FIELD_NUMBER: _ClassVar[int]
     REASONING_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_CONTROL_FIELD_NUMBER: _ClassVar[int]
+    IS_ERROR_FIELD_NUMBER: _ClassVar[int]
     role: str
     text: str
     parts: ContentParts
@@ -103,7 +123,9 @@ class Message(_message.Message):
     refusal: str
     reasoning_content: str
     reasoning_blocks: _containers.RepeatedCompositeFieldContainer[ReasoningBlock]
-    def __init__(self, role: _Optional[str] = ..., text: _Optional[str] = ..., parts: _Optional[_Union[ContentParts, _Mapping]] = ..., name: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ..., tool_call_id: _Optional[str] = ..., refusal: _Optional[str] = ..., reasoning_content: _Optional[str] = ..., reasoning_blocks: _Optional[_Iterable[_Union[ReasoningBlock, _Mapping]]] = ...) -> None: ...
+    cache_control: CacheControl
+    is_error: bool
+    def __init__(self, role: _Optional[str] = ..., text: _Optional[str] = ..., parts: _Optional[_Union[ContentParts, _Mapping]] = ..., name: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ..., tool_call_id: _Optional[str] = ..., refusal: _Optional[str] = ..., reasoning_content: _Optional[str] = ..., reasoning_blocks: _Optional[_Iterable[_Union[ReasoningBlock, _Mapping]]] = ..., cache_control: _Optional[_Union[CacheControl, _Mapping]] = ..., is_error: _Optional[bool] = ...) -> None: ...
 
 class FunctionDefinition(_message.Message):
     __slots__ = ("name", "description", "parameters_json", "strict")
@@ -118,12 +140,14 @@ class FunctionDefinition(_message.Message):
     def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., parameters_json: _Optional[str] = ..., strict: _Optional[bool] = ...) -> None: ...
 
 class Tool(_message.Message):
-    __slots__ = ("type", "function")
+    __slots__ = ("type", "function", "cache_control")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    CACHE_CONTROL_FIELD_NUMBER: _ClassVar[int]
     type: str
     function: FunctionDefinition
-    def __init__(self, type: _Optional[str] = ..., function: _Optional[_Union[FunctionDefinition, _Mapping]] = ...) -> None: ...
+    cache_control: CacheControl
+    def __init__(self, type: _Optional[str] = ..., function: _Optional[_Union[FunctionDefinition, _Mapping]] = ..., cache_control: _Optional[_Union[CacheControl, _Mapping]] = ...) -> None: ...
 
 class ToolChoice(_message.Message):
     __slots__ = ("mode", "function_name")
@@ -288,7 +312,7 @@ class Budget(_message.Message):
     def __init__(self, usd: _Optional[float] = ..., period: _Optional[str] = ..., window_s: _Optional[int] = ..., scope: _Optional[str] = ..., hard: _Optional[bool] = ..., fail_open: _Optional[bool] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
-    __slots__ = ("request_id", "model", "messages", "tools", "tool_choice", "response_format", "sampling", "stream", "include_usage", "user", "extra", "routing", "identity", "metadata", "store", "prompt_cache_key", "safety_identifier", "trace_context")
+    __slots__ = ("request_id", "model", "messages", "tools", "tool_choice", "response_format", "sampling", "stream", "include_usage", "user", "extra", "routing", "identity", "metadata", "store", "prompt_cache_key", "safety_identifier", "trace_context", "native")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -321,6 +345,7 @@ class ChatRequest(_message.Message):
     PROMPT_CACHE_KEY_FIELD_NUMBER: _ClassVar[int]
     SAFETY_IDENTIFIER_FIELD_NUMBER: _ClassVar[int]
     TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    NATIVE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model: str
     messages: _containers.RepeatedCompositeFieldContainer[Message]
@@ -339,7 +364,16 @@ class ChatRequest(_message.Message):
     prompt_cache_key: str
     safety_identifier: str
     trace_context: _containers.ScalarMap[str, str]
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., sampling: _Optional[_Union[Sampling, _Mapping]] = ..., stream: _Optional[bool] = ..., include_usage: _Optional[bool] = ..., user: _Optional[str] = ..., extra: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., routing: _Optional[_Union[RoutingContext, _Mapping]] = ..., identity: _Optional[_Union[Identity, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., store: _Optional[bool] = ..., prompt_cache_key: _Optional[str] = ..., safety_identifier: _Optional[str] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    native: NativeFields
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., sampling: _Optional[_Union[Sampling, _Mapping]] = ..., stream: _Optional[bool] = ..., include_usage: _Optional[bool] = ..., user: _Optional[str] = ..., extra: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., routing: _Optional[_Union[RoutingContext, _Mapping]] = ..., identity: _Optional[_Union[Identity, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., store: _Optional[bool] = ..., prompt_cache_key: _Optional[str] = ..., safety_identifier: _Optional[str] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., native: _Optional[_Union[NativeFields, _Mapping]] = ...) -> None: ...
+
+class NativeFields(_message.Message):
+    __slots__ = ("api", "fields")
+    API_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    api: str
+    fields: _struct_pb2.Struct
+    def __init__(self, api: _Optional[str] = ..., fields: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class Started(_message.Message):
     __slots__ = ("provider", "provider_type", "model", "route", "route_version", "attempt", "request_id", "arm", "model_requested")
@@ -378,7 +412,7 @@ class ToolCallDelta(_message.Message):
     def __init__(self, index: _Optional[int] = ..., id: _Optional[str] = ..., name: _Optional[str] = ..., arguments: _Optional[str] = ..., signature: _Optional[str] = ...) -> None: ...
 
 class ChoiceDelta(_message.Message):
-    __slots__ = ("index", "role", "content", "reasoning", "tool_calls", "refusal", "finish_reason", "logprobs_json", "reasoning_blocks", "has_content")
+    __slots__ = ("index", "role", "content", "reasoning", "tool_calls", "refusal", "finish_reason", "logprobs_json", "reasoning_blocks", "has_content", "stop_reason", "stop_sequence")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
@@ -389,6 +423,8 @@ class ChoiceDelta(_message.Message):
     LOGPROBS_JSON_FIELD_NUMBER: _ClassVar[int]
     REASONING_BLOCKS_FIELD_NUMBER: _ClassVar[int]
     HAS_CONTENT_FIELD_NUMBER: _ClassVar[int]
+    STOP_REASON_FIELD_NUMBER: _ClassVar[int]
+    STOP_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     index: int
     role: str
     content: str
@@ -399,7 +435,9 @@ class ChoiceDelta(_message.Message):
     logprobs_json: str
     reasoning_blocks: _containers.RepeatedCompositeFieldContainer[ReasoningBlock]
     has_content: bool
-    def __init__(self, index: _Optional[int] = ..., role: _Optional[str] = ..., content: _Optional[str] = ..., reasoning: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCallDelta, _Mapping]]] = ..., refusal: _Optional[str] = ..., finish_reason: _Optional[str] = ..., logprobs_json: _Optional[str] = ..., reasoning_blocks: _Optional[_Iterable[_Union[ReasoningBlock, _Mapping]]] = ..., has_content: _Optional[bool] = ...) -> None: ...
+    stop_reason: str
+    stop_sequence: str
+    def __init__(self, index: _Optional[int] = ..., role: _Optional[str] = ..., content: _Optional[str] = ..., reasoning: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCallDelta, _Mapping]]] = ..., refusal: _Optional[str] = ..., finish_reason: _Optional[str] = ..., logprobs_json: _Optional[str] = ..., reasoning_blocks: _Optional[_Iterable[_Union[ReasoningBlock, _Mapping]]] = ..., has_content: _Optional[bool] = ..., stop_reason: _Optional[str] = ..., stop_sequence: _Optional[str] = ...) -> None: ...
 
 class Chunk(_message.Message):
     __slots__ = ("choices", "system_fingerprint")
@@ -529,3 +567,15 @@ class ChatEvent(_message.Message):
     usage: Usage
     error: Error
     def __init__(self, started: _Optional[_Union[Started, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., trace: _Optional[_Union[DecisionTrace, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+
+class CountTokensResponse(_message.Message):
+    __slots__ = ("input_tokens", "estimated", "started", "error")
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    input_tokens: int
+    estimated: bool
+    started: Started
+    error: Error
+    def __init__(self, input_tokens: _Optional[int] = ..., estimated: _Optional[bool] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...

@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from switchyard.v1 import chat_pb2 as switchyard_dot_v1_dot_chat__pb2
+from switchyard.v1 import embed_pb2 as switchyard_dot_v1_dot_embed__pb2
 from switchyard.v1 import session_pb2 as switchyard_dot_v1_dot_session__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cswitchyard/v1/provider.proto\x12\rswitchyard.v1\x1a\x18switchyard/v1/chat.proto\x1a\x1bswitchyard/v1/session.proto\")\n\x06Target\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"\x95\x01\n\x0f\x41ttemptTimeouts\x12\x1a\n\rfirst_token_s\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1d\n\x10\x62\x65tween_chunks_s\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x14\n\x07total_s\x18\x03 \x01(\x01H\x02\x88\x01\x01\x42\x10\n\x0e_first_token_sB\x13\n\x11_between_chunks_sB\n\n\x08_total_s\"\xa6\x02\n\x0fGenerateRequest\x12+\n\x07request\x18\x01 \x01(\x0b\x32\x1a.switchyard.v1.ChatRequest\x12%\n\x06target\x18\x02 \x01(\x0b\x32\x15.switchyard.v1.Target\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12G\n\rtrace_context\x18\x04 \x03(\x0b\x32\x30.switchyard.v1.GenerateRequest.TraceContextEntry\x12\x30\n\x08timeouts\x18\x05 \x01(\x0b\x32\x1e.switchyard.v1.AttemptTimeouts\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8d\x01\n\rGenerateEvent\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.switchyard.v1.ChunkH\x00\x12%\n\x05usage\x18\x04 \x01(\x0b\x32\x14.switchyard.v1.UsageH\x00\x12%\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x14.switchyard.v1.ErrorH\x00\x42\x07\n\x05\x65vent2\xaa\x01\n\x08Provider\x12J\n\x08Generate\x12\x1e.switchyard.v1.GenerateRequest\x1a\x1c.switchyard.v1.GenerateEvent0\x01\x12R\n\x0fGenerateSession\x12\x1c.switchyard.v1.SessionFrames\x1a\x1d.switchyard.v1.SessionReplies(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cswitchyard/v1/provider.proto\x12\rswitchyard.v1\x1a\x18switchyard/v1/chat.proto\x1a\x19switchyard/v1/embed.proto\x1a\x1bswitchyard/v1/session.proto\")\n\x06Target\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"\x95\x01\n\x0f\x41ttemptTimeouts\x12\x1a\n\rfirst_token_s\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1d\n\x10\x62\x65tween_chunks_s\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x14\n\x07total_s\x18\x03 \x01(\x01H\x02\x88\x01\x01\x42\x10\n\x0e_first_token_sB\x13\n\x11_between_chunks_sB\n\n\x08_total_s\"\xa6\x02\n\x0fGenerateRequest\x12+\n\x07request\x18\x01 \x01(\x0b\x32\x1a.switchyard.v1.ChatRequest\x12%\n\x06target\x18\x02 \x01(\x0b\x32\x15.switchyard.v1.Target\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12G\n\rtrace_context\x18\x04 \x03(\x0b\x32\x30.switchyard.v1.GenerateRequest.TraceContextEntry\x12\x30\n\x08timeouts\x18\x05 \x01(\x0b\x32\x1e.switchyard.v1.AttemptTimeouts\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8d\x01\n\rGenerateEvent\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.switchyard.v1.ChunkH\x00\x12%\n\x05usage\x18\x04 \x01(\x0b\x32\x14.switchyard.v1.UsageH\x00\x12%\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x14.switchyard.v1.ErrorH\x00\x42\x07\n\x05\x65vent\"\xa1\x02\n\x0c\x45mbedAttempt\x12,\n\x07request\x18\x01 \x01(\x0b\x32\x1b.switchyard.v1.EmbedRequest\x12%\n\x06target\x18\x02 \x01(\x0b\x32\x15.switchyard.v1.Target\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x44\n\rtrace_context\x18\x04 \x03(\x0b\x32-.switchyard.v1.EmbedAttempt.TraceContextEntry\x12\x30\n\x08timeouts\x18\x05 \x01(\x0b\x32\x1e.switchyard.v1.AttemptTimeouts\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xc1\x02\n\x08Provider\x12J\n\x08Generate\x12\x1e.switchyard.v1.GenerateRequest\x1a\x1c.switchyard.v1.GenerateEvent0\x01\x12R\n\x0fGenerateSession\x12\x1c.switchyard.v1.SessionFrames\x1a\x1d.switchyard.v1.SessionReplies(\x01\x30\x01\x12\x42\n\x05\x45mbed\x12\x1b.switchyard.v1.EmbedAttempt\x1a\x1c.switchyard.v1.EmbedResponse\x12Q\n\x0b\x43ountTokens\x12\x1e.switchyard.v1.GenerateRequest\x1a\".switchyard.v1.CountTokensResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,16 +36,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GENERATEREQUEST_TRACECONTEXTENTRY']._loaded_options = None
   _globals['_GENERATEREQUEST_TRACECONTEXTENTRY']._serialized_options = b'8\001'
-  _globals['_TARGET']._serialized_start=102
-  _globals['_TARGET']._serialized_end=143
-  _globals['_ATTEMPTTIMEOUTS']._serialized_start=146
-  _globals['_ATTEMPTTIMEOUTS']._serialized_end=295
-  _globals['_GENERATEREQUEST']._serialized_start=298
-  _globals['_GENERATEREQUEST']._serialized_end=592
-  _globals['_GENERATEREQUEST_TRACECONTEXTENTRY']._serialized_start=541
-  _globals['_GENERATEREQUEST_TRACECONTEXTENTRY']._serialized_end=592
-  _globals['_GENERATEEVENT']._serialized_start=595
-  _globals['_GENERATEEVENT']._serialized_end=736
-  _globals['_PROVIDER']._serialized_start=739
-  _globals['_PROVIDER']._serialized_end=909
+  _globals['_EMBEDATTEMPT_TRACECONTEXTENTRY']._loaded_options = None
+  _globals['_EMBEDATTEMPT_TRACECONTEXTENTRY']._serialized_options = b'8\001'
+  _globals['_TARGET']._serialized_start=129
+  _globals['_TARGET']._serialized_end=170
+  _globals['_ATTEMPTTIMEOUTS']._serialized_start=173
+  _globals['_ATTEMPTTIMEOUTS']._serialized_end=322
+  _globals['_GENERATEREQUEST']._serialized_start=325
+  _globals['_GENERATEREQUEST']._serialized_end=619
+  _globals['_GENERATEREQUEST_TRACECONTEXTENTRY']._serialized_start=568
+  _globals['_GENERATEREQUEST_TRACECONTEXTENTRY']._serialized_end=619
+  _globals['_GENERATEEVENT']._serialized_start=622
+  _globals['_GENERATEEVENT']._serialized_end=763
+  _globals['_EMBEDATTEMPT']._serialized_start=766
+  _globals['_EMBEDATTEMPT']._serialized_end=1055
+  _globals['_EMBEDATTEMPT_TRACECONTEXTENTRY']._serialized_start=568
+  _globals['_EMBEDATTEMPT_TRACECONTEXTENTRY']._serialized_end=619
+  _globals['_PROVIDER']._serialized_start=1058
+  _globals['_PROVIDER']._serialized_end=1379
 # @@protoc_insertion_point(module_scope)

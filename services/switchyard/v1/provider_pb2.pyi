@@ -1,4 +1,5 @@
 from switchyard.v1 import chat_pb2 as _chat_pb2
+from switchyard.v1 import embed_pb2 as _embed_pb2
 from switchyard.v1 import session_pb2 as _session_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -56,3 +57,24 @@ class GenerateEvent(_message.Message):
     usage: _chat_pb2.Usage
     error: _chat_pb2.Error
     def __init__(self, chunk: _Optional[_Union[_chat_pb2.Chunk, _Mapping]] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., error: _Optional[_Union[_chat_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class EmbedAttempt(_message.Message):
+    __slots__ = ("request", "target", "attempt", "trace_context", "timeouts")
+    class TraceContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUTS_FIELD_NUMBER: _ClassVar[int]
+    request: _embed_pb2.EmbedRequest
+    target: Target
+    attempt: int
+    trace_context: _containers.ScalarMap[str, str]
+    timeouts: AttemptTimeouts
+    def __init__(self, request: _Optional[_Union[_embed_pb2.EmbedRequest, _Mapping]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., attempt: _Optional[int] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., timeouts: _Optional[_Union[AttemptTimeouts, _Mapping]] = ...) -> None: ...

@@ -3,6 +3,8 @@
 import grpc
 import warnings
 
+from switchyard.v1 import chat_pb2 as switchyard_dot_v1_dot_chat__pb2
+from switchyard.v1 import embed_pb2 as switchyard_dot_v1_dot_embed__pb2
 from switchyard.v1 import provider_pb2 as switchyard_dot_v1_dot_provider__pb2
 from switchyard.v1 import session_pb2 as switchyard_dot_v1_dot_session__pb2
 
@@ -45,6 +47,16 @@ class ProviderStub:
                 request_serializer=switchyard_dot_v1_dot_session__pb2.SessionFrames.SerializeToString,
                 response_deserializer=switchyard_dot_v1_dot_session__pb2.SessionReplies.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/switchyard.v1.Provider/Embed',
+                request_serializer=switchyard_dot_v1_dot_provider__pb2.EmbedAttempt.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_embed__pb2.EmbedResponse.FromString,
+                _registered_method=True)
+        self.CountTokens = channel.unary_unary(
+                '/switchyard.v1.Provider/CountTokens',
+                request_serializer=switchyard_dot_v1_dot_provider__pb2.GenerateRequest.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_chat__pb2.CountTokensResponse.FromString,
+                _registered_method=True)
 
 
 class ProviderServicer:
@@ -64,6 +76,19 @@ class ProviderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Embed(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CountTokens(self, request, context):
+        """The request's prompt size for its target (only `request` and `target` are read).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProviderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +101,16 @@ def add_ProviderServicer_to_server(servicer, server):
                     servicer.GenerateSession,
                     request_deserializer=switchyard_dot_v1_dot_session__pb2.SessionFrames.FromString,
                     response_serializer=switchyard_dot_v1_dot_session__pb2.SessionReplies.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=switchyard_dot_v1_dot_provider__pb2.EmbedAttempt.FromString,
+                    response_serializer=switchyard_dot_v1_dot_embed__pb2.EmbedResponse.SerializeToString,
+            ),
+            'CountTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountTokens,
+                    request_deserializer=switchyard_dot_v1_dot_provider__pb2.GenerateRequest.FromString,
+                    response_serializer=switchyard_dot_v1_dot_chat__pb2.CountTokensResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +167,60 @@ class Provider:
             '/switchyard.v1.Provider/GenerateSession',
             switchyard_dot_v1_dot_session__pb2.SessionFrames.SerializeToString,
             switchyard_dot_v1_dot_session__pb2.SessionReplies.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchyard.v1.Provider/Embed',
+            switchyard_dot_v1_dot_provider__pb2.EmbedAttempt.SerializeToString,
+            switchyard_dot_v1_dot_embed__pb2.EmbedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchyard.v1.Provider/CountTokens',
+            switchyard_dot_v1_dot_provider__pb2.GenerateRequest.SerializeToString,
+            switchyard_dot_v1_dot_chat__pb2.CountTokensResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -23,22 +23,23 @@ _sym_db = _symbol_database.Default()
 
 
 from switchyard.v1 import chat_pb2 as switchyard_dot_v1_dot_chat__pb2
+from switchyard.v1 import embed_pb2 as switchyard_dot_v1_dot_embed__pb2
 from switchyard.v1 import session_pb2 as switchyard_dot_v1_dot_session__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aswitchyard/v1/router.proto\x12\rswitchyard.v1\x1a\x18switchyard/v1/chat.proto\x1a\x1bswitchyard/v1/session.proto\">\n\x11ListModelsRequest\x12)\n\x08identity\x18\x01 \x01(\x0b\x32\x17.switchyard.v1.Identity\"7\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08owned_by\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.switchyard.v1.ModelInfo2\xeb\x01\n\x06Router\x12>\n\x04\x43hat\x12\x1a.switchyard.v1.ChatRequest\x1a\x18.switchyard.v1.ChatEvent0\x01\x12Q\n\nListModels\x12 .switchyard.v1.ListModelsRequest\x1a!.switchyard.v1.ListModelsResponse\x12N\n\x0b\x43hatSession\x12\x1c.switchyard.v1.SessionFrames\x1a\x1d.switchyard.v1.SessionReplies(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aswitchyard/v1/router.proto\x12\rswitchyard.v1\x1a\x18switchyard/v1/chat.proto\x1a\x19switchyard/v1/embed.proto\x1a\x1bswitchyard/v1/session.proto\"J\n\x11ListModelsRequest\x12)\n\x08identity\x18\x01 \x01(\x0b\x32\x17.switchyard.v1.Identity\x12\n\n\x02id\x18\x02 \x01(\t\"~\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08owned_by\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x05\x12\x10\n\x08strategy\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\"c\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.switchyard.v1.ModelInfo\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x14.switchyard.v1.Error2\xfe\x02\n\x06Router\x12>\n\x04\x43hat\x12\x1a.switchyard.v1.ChatRequest\x1a\x18.switchyard.v1.ChatEvent0\x01\x12Q\n\nListModels\x12 .switchyard.v1.ListModelsRequest\x1a!.switchyard.v1.ListModelsResponse\x12\x42\n\x05\x45mbed\x12\x1b.switchyard.v1.EmbedRequest\x1a\x1c.switchyard.v1.EmbedResponse\x12M\n\x0b\x43ountTokens\x12\x1a.switchyard.v1.ChatRequest\x1a\".switchyard.v1.CountTokensResponse\x12N\n\x0b\x43hatSession\x12\x1c.switchyard.v1.SessionFrames\x1a\x1d.switchyard.v1.SessionReplies(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'switchyard.v1.router_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTMODELSREQUEST']._serialized_start=100
-  _globals['_LISTMODELSREQUEST']._serialized_end=162
-  _globals['_MODELINFO']._serialized_start=164
-  _globals['_MODELINFO']._serialized_end=219
-  _globals['_LISTMODELSRESPONSE']._serialized_start=221
-  _globals['_LISTMODELSRESPONSE']._serialized_end=283
-  _globals['_ROUTER']._serialized_start=286
-  _globals['_ROUTER']._serialized_end=521
+  _globals['_LISTMODELSREQUEST']._serialized_start=127
+  _globals['_LISTMODELSREQUEST']._serialized_end=201
+  _globals['_MODELINFO']._serialized_start=203
+  _globals['_MODELINFO']._serialized_end=329
+  _globals['_LISTMODELSRESPONSE']._serialized_start=331
+  _globals['_LISTMODELSRESPONSE']._serialized_end=430
+  _globals['_ROUTER']._serialized_start=433
+  _globals['_ROUTER']._serialized_end=815
 # @@protoc_insertion_point(module_scope)

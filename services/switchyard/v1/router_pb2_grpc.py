@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from switchyard.v1 import chat_pb2 as switchyard_dot_v1_dot_chat__pb2
+from switchyard.v1 import embed_pb2 as switchyard_dot_v1_dot_embed__pb2
 from switchyard.v1 import router_pb2 as switchyard_dot_v1_dot_router__pb2
 from switchyard.v1 import session_pb2 as switchyard_dot_v1_dot_session__pb2
 
@@ -46,6 +47,16 @@ class RouterStub:
                 request_serializer=switchyard_dot_v1_dot_router__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=switchyard_dot_v1_dot_router__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/switchyard.v1.Router/Embed',
+                request_serializer=switchyard_dot_v1_dot_embed__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_embed__pb2.EmbedResponse.FromString,
+                _registered_method=True)
+        self.CountTokens = channel.unary_unary(
+                '/switchyard.v1.Router/CountTokens',
+                request_serializer=switchyard_dot_v1_dot_chat__pb2.ChatRequest.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_chat__pb2.CountTokensResponse.FromString,
+                _registered_method=True)
         self.ChatSession = channel.stream_stream(
                 '/switchyard.v1.Router/ChatSession',
                 request_serializer=switchyard_dot_v1_dot_session__pb2.SessionFrames.SerializeToString,
@@ -70,6 +81,20 @@ class RouterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Embed(self, request, context):
+        """One embeddings request: routed, scoped and metered like Chat.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CountTokens(self, request, context):
+        """The prompt's size in the resolved upstream's tokens.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ChatSession(self, request_iterator, context):
         """Chat calls multiplexed on one stream: request = ChatRequest bytes,
         events = ChatEvent bytes. The edge's hot path (see session.proto).
@@ -90,6 +115,16 @@ def add_RouterServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=switchyard_dot_v1_dot_router__pb2.ListModelsRequest.FromString,
                     response_serializer=switchyard_dot_v1_dot_router__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=switchyard_dot_v1_dot_embed__pb2.EmbedRequest.FromString,
+                    response_serializer=switchyard_dot_v1_dot_embed__pb2.EmbedResponse.SerializeToString,
+            ),
+            'CountTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountTokens,
+                    request_deserializer=switchyard_dot_v1_dot_chat__pb2.ChatRequest.FromString,
+                    response_serializer=switchyard_dot_v1_dot_chat__pb2.CountTokensResponse.SerializeToString,
             ),
             'ChatSession': grpc.stream_stream_rpc_method_handler(
                     servicer.ChatSession,
@@ -151,6 +186,60 @@ class Router:
             '/switchyard.v1.Router/ListModels',
             switchyard_dot_v1_dot_router__pb2.ListModelsRequest.SerializeToString,
             switchyard_dot_v1_dot_router__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchyard.v1.Router/Embed',
+            switchyard_dot_v1_dot_embed__pb2.EmbedRequest.SerializeToString,
+            switchyard_dot_v1_dot_embed__pb2.EmbedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchyard.v1.Router/CountTokens',
+            switchyard_dot_v1_dot_chat__pb2.ChatRequest.SerializeToString,
+            switchyard_dot_v1_dot_chat__pb2.CountTokensResponse.FromString,
             options,
             channel_credentials,
             insecure,

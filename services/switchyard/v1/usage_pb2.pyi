@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class UsageEvent(_message.Message):
-    __slots__ = ("request_id", "timestamp_ms", "key_id", "tenant", "model_requested", "model", "provider", "route", "route_version", "usage", "latency_ms", "ttft_ms", "status", "error_type", "http_status", "tags", "end_user", "session_id", "stream", "cache_hit", "attempts", "route_arm", "cache_status", "usage_estimated", "cost_saved_usd")
+    __slots__ = ("request_id", "timestamp_ms", "key_id", "tenant", "model_requested", "model", "provider", "route", "route_version", "usage", "latency_ms", "ttft_ms", "status", "error_type", "http_status", "tags", "end_user", "session_id", "stream", "cache_hit", "attempts", "route_arm", "cache_status", "usage_estimated", "cost_saved_usd", "endpoint")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,7 @@ class UsageEvent(_message.Message):
     CACHE_STATUS_FIELD_NUMBER: _ClassVar[int]
     USAGE_ESTIMATED_FIELD_NUMBER: _ClassVar[int]
     COST_SAVED_USD_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     timestamp_ms: int
     key_id: str
@@ -66,4 +67,5 @@ class UsageEvent(_message.Message):
     cache_status: str
     usage_estimated: bool
     cost_saved_usd: float
-    def __init__(self, request_id: _Optional[str] = ..., timestamp_ms: _Optional[int] = ..., key_id: _Optional[str] = ..., tenant: _Optional[str] = ..., model_requested: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., route: _Optional[str] = ..., route_version: _Optional[int] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., status: _Optional[str] = ..., error_type: _Optional[str] = ..., http_status: _Optional[int] = ..., tags: _Optional[_Mapping[str, str]] = ..., end_user: _Optional[str] = ..., session_id: _Optional[str] = ..., stream: _Optional[bool] = ..., cache_hit: _Optional[bool] = ..., attempts: _Optional[_Iterable[_Union[_chat_pb2.AttemptRecord, _Mapping]]] = ..., route_arm: _Optional[str] = ..., cache_status: _Optional[str] = ..., usage_estimated: _Optional[bool] = ..., cost_saved_usd: _Optional[float] = ...) -> None: ...
+    endpoint: str
+    def __init__(self, request_id: _Optional[str] = ..., timestamp_ms: _Optional[int] = ..., key_id: _Optional[str] = ..., tenant: _Optional[str] = ..., model_requested: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., route: _Optional[str] = ..., route_version: _Optional[int] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., status: _Optional[str] = ..., error_type: _Optional[str] = ..., http_status: _Optional[int] = ..., tags: _Optional[_Mapping[str, str]] = ..., end_user: _Optional[str] = ..., session_id: _Optional[str] = ..., stream: _Optional[bool] = ..., cache_hit: _Optional[bool] = ..., attempts: _Optional[_Iterable[_Union[_chat_pb2.AttemptRecord, _Mapping]]] = ..., route_arm: _Optional[str] = ..., cache_status: _Optional[str] = ..., usage_estimated: _Optional[bool] = ..., cost_saved_usd: _Optional[float] = ..., endpoint: _Optional[str] = ...) -> None: ...

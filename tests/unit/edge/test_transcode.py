@@ -15,7 +15,8 @@ from edge.transcode import (
     DONE,
     ChunkEncoder,
     CompletionBuilder,
-    error_status_and_body,
+    error_body,
+    error_status,
     extra_fields,
     to_chat_request,
 )
@@ -366,13 +367,13 @@ def test_error_frame_and_done() -> None:
 
 
 def test_error_status_and_body() -> None:
-    status, body = error_status_and_body(pb.Error(status=429, type="rate_limit_error", message="slow down",
-                                                  code="rate_limit_exceeded", param="model"))
-    assert status == 429
-    assert orjson.loads(body) == {"error": {"message": "slow down", "type": "rate_limit_error", "param": "model",
-                                            "code": "rate_limit_exceeded"}}
-    status, body = error_status_and_body(pb.Error(message="?"))
-    assert status == 500 and orjson.loads(body)["error"]["type"] == "api_error"
+    err = pb.Error(status=429, type="rate_limit_error", message="slow down", code="rate_limit_exceeded",
+                   param="model")
+    assert error_status(err) == 429
+    assert orjson.loads(error_body(err)) == {"error": {"message": "slow down", "type": "rate_limit_error",
+                                                       "param": "model", "code": "rate_limit_exceeded"}}
+    err = pb.Error(message="?")
+    assert error_status(err) == 500 and orjson.loads(error_body(err))["error"]["type"] == "api_error"
 
 
 def test_extra_fields() -> None:

@@ -19,6 +19,8 @@ def test_every_model_in_the_shipped_config_has_a_price_and_an_output_limit() -> 
             if price_for(provider.type, model.id, model.pricing) is None:
                 missing.append(f"{name}/{model.id}")
             found = facts(provider.type, model.id)
+            if found is not None and found.kind == "embedding":
+                continue  # writes no tokens
             assert model.max_output_tokens or (found and found.max_output), f"{name}/{model.id}: no output limit"
     assert not missing, f"models without a price: {missing}"
     # The model that answered with x-switchyard-cost-usd: 0.000000 before the catalogue.
@@ -31,6 +33,9 @@ def test_dated_snapshots_share_their_model_and_every_entry_is_complete() -> None
     assert table[("anthropic", "claude-haiku-4-5-20251001")] == table[("anthropic", "claude-haiku-4-5")]
     for (provider_type, model), entry in table.items():
         assert provider_type in {"openai", "anthropic", "gemini"}
+        if entry.kind == "embedding":
+            assert entry.pricing.output_per_mtok == 0 < entry.pricing.input_per_mtok, model
+            continue
         assert entry.pricing.output_per_mtok >= entry.pricing.input_per_mtok > 0, model
         cached = entry.pricing.cached_input_per_mtok
         assert cached is None or cached < entry.pricing.input_per_mtok, model

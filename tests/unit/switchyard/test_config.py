@@ -47,8 +47,33 @@ def test_errors_name_path_and_line(text: str, path: str, line: int) -> None:
 
 
 def test_alias_must_point_at_a_configured_provider() -> None:
-    with pytest.raises(ConfigError, match=r"aliases\.bad"):
-        parse_config(MINIMAL + "  bad: nowhere/m1\n")
+    with pytest.raises(ConfigError) as info:
+        parse_config(MINIMAL + "  bad: nowhere/m1\n", "a.yaml")
+    assert "a.yaml" in str(info.value)
+    assert f"aliases.bad (line {MINIMAL.count(chr(10)) + 1}): target 'nowhere/m1'" in str(info.value)
+
+
+def test_yaml_syntax_errors_name_the_file_and_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config("providers:\n  up:\n    type: openai\n  base_url: x: y\n", "deploy/s.yaml")
+    assert str(info.value) == ("invalid config deploy/s.yaml (line 4, column 14): YAML syntax: mapping values are "
+                               "not allowed here")
+    assert "<unicode string>" not in str(info.value)
+
+
+def test_unset_environment_variable_names_path_and_line() -> None:
+    text = MINIMAL.replace("http://127.0.0.1:1/v1", "${SWITCHYARD_TEST_UNSET_URL}")
+    assert text != MINIMAL
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "e.yaml")
+    assert "providers.up.base_url (line" in str(info.value) and "SWITCHYARD_TEST_UNSET_URL" in str(info.value)
+
+
+def test_duplicate_key_ids_name_the_line() -> None:
+    keys = "api_keys:\n  - {id: a, key_env: K1}\n  - {id: a, key_env: K2}\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(MINIMAL + keys, "k.yaml")
+    assert f"api_keys.1.id (line {MINIMAL.count(chr(10)) + 3})" in str(info.value)
 
 
 def test_empty_providers_rejected() -> None:
