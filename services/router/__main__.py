@@ -10,6 +10,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2
 
 from router.breaker import BreakerBoard, breaker_settings
+from router.cache import ResponseCache
+from router.cache_store import CacheStore
 from router.config_watch import ConfigWatcher
 from router.pipeline import Pipeline
 from router.server import CONFIG_HEALTH, RouterServicer
@@ -50,7 +52,14 @@ async def main() -> None:
         usage = publisher
     else:
         usage = CountingUsageSink()
-    pipeline = Pipeline(lambda: watcher.table, generate, usage, breakers, telemetry.setup("router"))
+    store = None
+    if nats_url:  # the cache's limits are read at start-up; its modes and TTLs reload with the config
+        settings = watcher.table.config.cache
+        store = CacheStore(nats_url, max_bytes=settings.max_bytes, max_age_s=settings.max_ttl_s + 60,
+                           lookup_timeout_s=settings.lookup_timeout_s)
+        await store.start()
+    pipeline = Pipeline(lambda: watcher.table, generate, usage, breakers, telemetry.setup("router"),
+                        cache=ResponseCache(store))
     servicer = RouterServicer(pipeline, lambda: watcher.table)
 
     async def report_config(health_servicer: health.aio.HealthServicer) -> None:
@@ -65,6 +74,8 @@ async def main() -> None:
     async def stop() -> None:
         await watcher.close()
         await channel.close()
+        if store is not None:
+            await store.close()
         if nats_url:
             await publisher.close()  # queued events reach NATS or the spool before exit
         telemetry.shutdown()

@@ -4,9 +4,12 @@
 2. plan    — the model identifier and fallbacks into a plan (routes.py)
 3. admit   — the key's scope over every target the plan can reach (admission.py);
              after planning, because the scope applies to what the plan reaches
-4. run     — strategies drive attempts, falling back only before output (policy.py,
+4. cache   — a hit is replayed from the shared store and never reaches a provider
+             worker; otherwise the answer is recorded for storing (cache.py)
+5. run     — strategies drive attempts, falling back only before output (policy.py,
              one attempt in execute.py)
-5. settle  — the decision trace if asked for, one usage event always (usage.py)
+6. settle  — a complete answer stored, the decision trace if asked for, one usage
+             event always (usage.py)
 
 Each stage raises a ``SwitchyardError`` for the client (nothing upstream has
 been called before ``run``) or streams ChatEvent bytes.
@@ -21,6 +24,7 @@ from opentelemetry.trace import SpanKind, Tracer
 
 from router.admission import check_scope
 from router.breaker import BreakerBoard
+from router.cache import ResponseCache
 from router.execute import BeforeOutputError, Outcome, RunContext
 from router.policy import plan_failed, stream_node
 from router.routes import Plan, RoutingTable
@@ -33,12 +37,13 @@ from switchyard.v1 import chat_pb2 as pb
 
 class Pipeline:
     def __init__(self, table: Callable[[], RoutingTable], generate: Streamer, usage: UsageSink,
-                 breakers: BreakerBoard, tracer: Tracer | None = None) -> None:
+                 breakers: BreakerBoard, tracer: Tracer | None = None, cache: ResponseCache | None = None) -> None:
         self.table = table
         self.generate = generate
         self.usage = usage
         self.breakers = breakers
         self.tracer = tracer
+        self.cache = cache or ResponseCache()
 
     async def stream(self, request_bytes: bytes, deadline: float | None) -> AsyncIterator[bytes]:
         """ChatEvent bytes for one request; ``deadline`` is time.monotonic()-based."""
@@ -62,21 +67,35 @@ class Pipeline:
                 outcome.error = exc.to_proto()
                 yield pb.ChatEvent(error=outcome.error).SerializeToString()
                 return
+            cached = self.cache.admit(request, plan, table)
+            if cached.applies:
+                outcome.cache_status = cached.status
+            if cached.read and (entry := await self.cache.lookup(cached)) is not None:
+                for raw in self.cache.replay(entry, cached, request, plan, outcome):
+                    yield raw
+                if request.routing.trace:
+                    yield pb.ChatEvent(trace=decision_trace(plan, outcome, cached.to_proto())).SerializeToString()
+                return
             ctx = RunContext(request, request_bytes, deadline, self.generate, self.breakers, plan, outcome,
-                             self.tracer, span, table.provider_types)
+                             self.tracer, span, table.provider_types, cache=cached.status)
+            record = self.cache.recorder(cached, request)
             events = stream_node(plan.root, ctx, "")
             try:
                 async for raw in events:
                     if outcome.first_output_at is None and raw[0] == event_tags.STARTED:
                         outcome.first_output_at = time.monotonic()
+                    if record is not None:
+                        record.add(raw)
                     yield raw
             except BeforeOutputError as exc:
                 outcome.error = plan_failed(exc.error, ctx)
                 yield pb.ChatEvent(error=outcome.error).SerializeToString()
             finally:
                 await events.aclose()
+            if record is not None:
+                self.cache.finish(cached, record, outcome)
             if request.routing.trace:
-                yield pb.ChatEvent(trace=decision_trace(plan, outcome)).SerializeToString()
+                yield pb.ChatEvent(trace=decision_trace(plan, outcome, cached.to_proto())).SerializeToString()
         finally:
             self._settle(request, plan, outcome, received, span)
 
@@ -110,9 +129,9 @@ def expand(table: RoutingTable, request: pb.ChatRequest, request_bytes: bytes, o
     return request.SerializeToString() if template is not None else request_bytes
 
 
-def decision_trace(plan: Plan, outcome: Outcome) -> pb.DecisionTrace:
+def decision_trace(plan: Plan, outcome: Outcome, cache: pb.CacheDecision | None = None) -> pb.DecisionTrace:
     trace = pb.DecisionTrace(resolved_by=plan.resolved_by, routes=[r.to_proto() for r in outcome.routes],
-                             template=outcome.template)
+                             template=outcome.template, cache=cache)
     for attempt in outcome.attempts:
         attempt.to_proto(trace.attempts.add())
     return trace

@@ -58,6 +58,10 @@ def build_usage_event(request: pb.ChatRequest, plan: Plan | None, outcome: Outco
         event.ttft_ms = (outcome.first_output_at - received) * 1000
     if outcome.usage is not None:
         event.usage.CopyFrom(outcome.usage)
+    if outcome.cache_status:
+        event.cache_status = outcome.cache_status
+        if outcome.cache_status == "hit":  # the usage replayed with the answer costs 0
+            event.cache_hit, event.cost_saved_usd = True, outcome.cost_saved_usd
     if outcome.cancelled:
         event.status = "cancelled"
     elif outcome.error is not None:

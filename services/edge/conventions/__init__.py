@@ -11,14 +11,14 @@ from collections.abc import Mapping
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from edge.conventions import bifrost, mesh, modelux, muxx
+from edge.conventions import bifrost, http, mesh, modelux, muxx
 from edge.openai_schema import ChatCompletionRequest
 from switchyard.v1 import chat_pb2 as pb
 
 # Headers that may carry the client's API key, besides ``Authorization: Bearer``.
 API_KEY_HEADERS = ("x-muxx-api-key", "api-key", "x-api-key")
 
-CONVENTIONS = (muxx, modelux, bifrost, mesh)
+CONVENTIONS = (http, muxx, modelux, bifrost, mesh)
 
 
 def apply_all(headers: Mapping[str, str], req: ChatCompletionRequest, routing: pb.RoutingContext) -> None:
