@@ -109,7 +109,8 @@ class Recorder:
     """Collects the events of an answer being served, to store it if it turns
     out complete. Bounded by ``limit`` bytes."""
 
-    __slots__ = ("choices", "cost_usd", "events", "finished", "limit", "reason", "size", "started", "usage")
+    __slots__ = ("choices", "closed", "cost_usd", "events", "finished", "limit", "reason", "size", "started",
+                 "usage")
 
     def __init__(self, limit: int, choices: int) -> None:
         self.limit = limit
@@ -121,10 +122,14 @@ class Recorder:
         self.usage = False
         self.cost_usd = 0.0
         self.reason = ""
+        self.closed = False  # finish() has run
 
-    def add(self, raw: bytes) -> None:
+    def add(self, raw: bytes) -> bool:
+        """Record one event; True when it completes the answer (the usage
+        event comes last), so the answer can be stored before the client
+        has it, and a next identical request finds it."""
         if self.reason:
-            return
+            return False
         tag = raw[0]
         if tag == event_tags.CHUNK:
             for delta in pb.ChatEvent.FromString(raw).chunk.choices:
@@ -137,16 +142,17 @@ class Recorder:
             raw = pb.ChatEvent(usage=usage).SerializeToString()
         elif tag == event_tags.STARTED:
             self.started = pb.ChatEvent.FromString(raw).started
-            return
+            return False
         else:
             self.reason = "the answer ended with an error" if tag == event_tags.ERROR else ""
-            return
+            return False
         self.size += len(raw)
         if self.size > self.limit:
             self.reason = f"answer larger than max_entry_bytes ({self.limit})"
             self.events.clear()
-            return
+            return False
         self.events.append(raw)
+        return self.usage
 
     def verdict(self, outcome: Outcome) -> str:
         """Why the answer must not be stored ("" when it may)."""
@@ -267,8 +273,11 @@ class ResponseCache:
 
     def finish(self, ticket: Ticket, recorder: Recorder, outcome: Outcome) -> None:
         """Store the answer if it is complete and successful (queued: never
-        waits for the store); ``ticket`` says whether and why not."""
+        waits for the store); ``ticket`` says whether and why not. Runs once."""
         assert self.store is not None
+        if recorder.closed:
+            return
+        recorder.closed = True
         if reason := recorder.verdict(outcome):
             ticket.reason = reason if not ticket.reason else f"{ticket.reason}; not stored: {reason}"
             return

@@ -84,8 +84,8 @@ class Pipeline:
                 async for raw in events:
                     if outcome.first_output_at is None and raw[0] == event_tags.STARTED:
                         outcome.first_output_at = time.monotonic()
-                    if record is not None:
-                        record.add(raw)
+                    if record is not None and record.add(raw):
+                        self.cache.finish(cached, record, outcome)  # complete: stored before the client has it
                     yield raw
             except BeforeOutputError as exc:
                 outcome.error = plan_failed(exc.error, ctx)
