@@ -56,7 +56,7 @@ async def main() -> None:
     if nats_url:  # the cache's limits are read at start-up; its modes and TTLs reload with the config
         settings = watcher.table.config.cache
         store = CacheStore(nats_url, max_bytes=settings.max_bytes, max_age_s=settings.max_ttl_s + 60,
-                           lookup_timeout_s=settings.lookup_timeout_s)
+                           lookup_timeout_s=settings.lookup_timeout_s, local_bytes=settings.local_bytes)
         await store.start()
     pipeline = Pipeline(lambda: watcher.table, generate, usage, breakers, telemetry.setup("router"),
                         cache=ResponseCache(store))

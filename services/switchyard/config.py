@@ -352,6 +352,9 @@ class CacheSettings(_Strict):
     max_entry_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 4 * 1024 * 1024  # larger: not stored
     max_bytes: Annotated[int, Field(ge=1024 * 1024)] = 256 * 1024 * 1024  # the bucket; oldest evicted beyond it
     lookup_timeout_s: Annotated[float, Field(gt=0, le=5)] = 0.25  # a slower store counts as a miss
+    # Per router replica: answers recently written or read, kept in memory so a repeated hit needs no NATS
+    # round trip (0: none).
+    local_bytes: Annotated[int, Field(ge=0)] = 64 * 1024 * 1024
     routes: dict[Annotated[str, Field(pattern=_SLUG)], CachePolicy] = Field(default_factory=dict)
     models: dict[str, CachePolicy] = Field(default_factory=dict)   # alias, model name or provider/model
     keys: dict[str, CachePolicy] = Field(default_factory=dict)     # API key id

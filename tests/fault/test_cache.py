@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import aiohttp
 from openai import AsyncOpenAI
 
 from switchyard.launcher import Mesh, _grpc_serving
@@ -18,10 +19,20 @@ async def stop(mesh: Mesh, name: str) -> None:
 
 
 async def start(mesh: Mesh, name: str) -> None:
+    """Start a router replica and wait until Envoy routes to it again."""
     mesh.processes[name].start()
     async with asyncio.timeout(30):
         while not await asyncio.to_thread(_grpc_serving, f"unix:{mesh.sockets[name]}"):
             await asyncio.sleep(0.1)
+        while not await envoy_healthy(mesh, name):
+            await asyncio.sleep(0.1)
+
+
+async def envoy_healthy(mesh: Mesh, name: str) -> bool:
+    """Whether Envoy's health checks count the replica ``name`` healthy."""
+    async with aiohttp.ClientSession() as http, http.get(f"{mesh.admin_url}/clusters") as response:
+        text = await response.text()
+    return f"{mesh.sockets[name]}::health_flags::healthy" in text
 
 
 async def test_a_hit_is_served_by_the_other_replica(replicated_mesh: Mesh, fault_client: AsyncOpenAI) -> None:

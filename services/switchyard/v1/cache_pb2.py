@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from switchyard.v1 import chat_pb2 as switchyard_dot_v1_dot_chat__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19switchyard/v1/cache.proto\x12\rswitchyard.v1\x1a\x18switchyard/v1/chat.proto\"\xc4\x01\n\nCacheEntry\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\ncreated_ms\x18\x02 \x01(\x03\x12\x12\n\nexpires_ms\x18\x03 \x01(\x03\x12\'\n\x07started\x18\x04 \x01(\x0b\x32\x16.switchyard.v1.Started\x12\x0e\n\x06\x65vents\x18\x05 \x03(\x0c\x12\x10\n\x08\x63ost_usd\x18\x06 \x01(\x01\x12\r\n\x05parts\x18\x07 \x01(\x05\x12\x0f\n\x07part_id\x18\x08 \x01(\t\x12\x13\n\x0bparts_bytes\x18\t \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19switchyard/v1/cache.proto\x12\rswitchyard.v1\x1a\x18switchyard/v1/chat.proto\"\xd6\x01\n\nCacheEntry\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\ncreated_ms\x18\x02 \x01(\x03\x12\x12\n\nexpires_ms\x18\x03 \x01(\x03\x12\'\n\x07started\x18\x04 \x01(\x0b\x32\x16.switchyard.v1.Started\x12\x0e\n\x06\x65vents\x18\x05 \x03(\x0c\x12\x10\n\x08\x63ost_usd\x18\x06 \x01(\x01\x12\r\n\x05parts\x18\x07 \x01(\x05\x12\x0f\n\x07part_id\x18\x08 \x01(\t\x12\x13\n\x0bparts_bytes\x18\t \x01(\x03\x12\x10\n\x08write_id\x18\n \x01(\rb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'switchyard.v1.cache_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CACHEENTRY']._serialized_start=71
-  _globals['_CACHEENTRY']._serialized_end=267
+  _globals['_CACHEENTRY']._serialized_end=285
 # @@protoc_insertion_point(module_scope)
