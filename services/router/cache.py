@@ -11,6 +11,8 @@ Per request (``ResponseCache.admit``), in this order:
   reading, ``no-store`` skips writing, ``max-age=N`` / ``mlx:cache: {ttl:
   N}`` stores for at most N seconds (capped by ``max_ttl_s``) and accepts no
   cached answer older than N (0: neither reads nor writes);
+- ``only-if-cached`` (``Cache-Control``): a request the cache cannot answer
+  gets 504 ``cache_miss`` and never reaches an upstream;
 - reproducibility (``cache_key.unreproducible``): sampled answers (no seed,
   temperature > 0 or unset) are not cached unless ``sampled: true``;
 - the key (``cache_key.cache_key``).
@@ -223,6 +225,15 @@ class ResponseCache:
         status = MISS if read else BYPASS
         reason = "" if read else ", ".join(reasons) or f"mode {mode}"
         return Ticket(status, reason, key, read, write, ttl, max_age, tenant)
+
+    @staticmethod
+    def refusal(request: pb.ChatRequest, ticket: Ticket) -> pb.Error | None:
+        """The error for an only-if-cached request the cache did not answer."""
+        if not request.routing.cache_only:
+            return None
+        why = ticket.reason or "no cached answer"
+        return pb.Error(status=504, type="api_error", code="cache_miss", param="Cache-Control",
+                        message=f"only-if-cached: the cache cannot answer this request ({why})")
 
     def _rules_for(self, table: RoutingTable) -> Rules:
         rules = Rules(table)

@@ -76,6 +76,10 @@ class Pipeline:
                 if request.routing.trace:
                     yield pb.ChatEvent(trace=decision_trace(plan, outcome, cached.to_proto())).SerializeToString()
                 return
+            if (refused := self.cache.refusal(request, cached)) is not None:  # only-if-cached
+                outcome.error = refused
+                yield pb.ChatEvent(error=refused).SerializeToString()
+                return
             ctx = RunContext(request, request_bytes, deadline, self.generate, self.breakers, plan, outcome,
                              self.tracer, span, table.provider_types, cache=cached.status)
             record = self.cache.recorder(cached, request)

@@ -1,6 +1,11 @@
 """The response cache end to end: the real mesh with two router replicas
 sharing the NATS bucket, driven by the openai SDK; the simulator's record
-says how many requests reached the upstream."""
+says how many requests reached the upstream.
+
+An answer stored by one replica reaches the other's index within
+milliseconds, so before a test expects a hit wherever its request lands it
+waits until `Cache-Control: only-if-cached` probes (which never reach the
+upstream) are answered from the cache (`settled`)."""
 
 from __future__ import annotations
 
@@ -65,6 +70,22 @@ async def ask_stream(client: AsyncOpenAI, prompt: str, **kwargs: Any) -> tuple[s
     return status(raw), [chunk async for chunk in raw.parse()]
 
 
+async def settled(client: AsyncOpenAI, prompt: str, **kwargs: Any) -> None:
+    """Wait until the cached answer to this request is visible to the replicas
+    (four only-if-cached probes in a row answered from the cache)."""
+    headers = {**kwargs.pop("extra_headers", {}), "Cache-Control": "only-if-cached"}
+    in_a_row = 0
+    async with asyncio.timeout(10):
+        while in_a_row < 4:
+            try:
+                in_a_row = in_a_row + 1 if status(await ask(client, prompt, extra_headers=headers, **kwargs)) \
+                    == "HIT" else 0
+            except openai.InternalServerError as exc:
+                assert exc.status_code == 504 and exc.body["code"] == "cache_miss"  # type: ignore[index]
+                in_a_row = 0
+                await asyncio.sleep(0.02)
+
+
 async def upstream_count(mesh: Mesh, tag: str) -> int:
     return len(await sim_requests(mesh, tag))
 
@@ -78,6 +99,7 @@ def comparable(chunk: Any) -> dict[str, Any]:
 async def test_miss_then_hit(client: AsyncOpenAI, cache_mesh: Mesh) -> None:
     tag = marker()
     first = await ask(client, f"cache me {tag}")
+    await settled(client, f"cache me {tag}")
     second = await ask(client, f"cache me {tag}")
     assert (status(first), status(second)) == ("MISS", "HIT")
     a, b = first.parse(), second.parse()
@@ -105,6 +127,7 @@ async def test_aliases_and_json_order_share_an_entry(client: AsyncOpenAI, cache_
     reordered = {"function": {"parameters": {"properties": {"b": {"type": "integer"}, "a": {"type": "string"}},
                                              "type": "object"}, "name": "never_called"}, "type": "function"}
     first = await ask(client, f"order {tag}", model="fast", tools=[tool], extra_headers={"X-Muxx-Metadata": "{}"})
+    await settled(client, f"order {tag}", tools=[tool])
     second = await ask(client, f"order {tag}", tools=[reordered], n=1, presence_penalty=0, tool_choice="auto",
                        user="someone", extra_body={"mlx:tags": {"team": "x"}})
     assert (status(first), status(second)) == ("MISS", "HIT")
@@ -118,6 +141,7 @@ async def test_streaming_hit_replays_the_same_chunks(client: AsyncOpenAI, cache_
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {
         "type": "object", "properties": {"q": {"type": "string"}}}}}]
     first_status, first = await ask_stream(client, prompt, model="sim-backup", tools=tools)
+    await settled(client, prompt, model="sim-backup", tools=tools)
     second_status, second = await ask_stream(client, prompt, model="sim-backup", tools=tools)
     assert (first_status, second_status) == ("MISS", "HIT")
     assert [comparable(c) for c in second] == [comparable(c) for c in first]
@@ -141,6 +165,7 @@ async def test_streaming_hit_replays_the_same_chunks(client: AsyncOpenAI, cache_
 async def test_streamed_and_whole_answers_serve_each_other(client: AsyncOpenAI, cache_mesh: Mesh) -> None:
     tag = marker()
     miss, chunks = await ask_stream(client, f"streamed first {tag}")
+    await settled(client, f"streamed first {tag}")
     whole = await ask(client, f"streamed first {tag}")
     assert (miss, status(whole)) == ("MISS", "HIT")
     streamed_text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -149,6 +174,7 @@ async def test_streamed_and_whole_answers_serve_each_other(client: AsyncOpenAI, 
 
     tag = marker()
     whole = await ask(client, f"whole first {tag}")
+    await settled(client, f"whole first {tag}")
     hit, chunks = await ask_stream(client, f"whole first {tag}")
     assert (status(whole), hit) == ("MISS", "HIT")
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == \
@@ -175,6 +201,7 @@ async def test_no_cache_controls_answer_fresh(client: AsyncOpenAI, cache_mesh: M
     assert status(await ask(client, f"fresh {tag}")) == "MISS"
     assert status(await ask(client, f"fresh {tag}", **control)) == "BYPASS"
     assert await upstream_count(cache_mesh, tag) == 2
+    await settled(client, f"fresh {tag}")
     assert status(await ask(client, f"fresh {tag}")) == "HIT"  # the fresh answer was stored
     assert await upstream_count(cache_mesh, tag) == 2
 
@@ -197,6 +224,8 @@ async def test_tenants_never_share_an_entry(client: AsyncOpenAI, cache_mesh: Mes
         assert status(await ask(client, f"tenant {tag}")) == "MISS"
         assert status(await ask(other, f"tenant {tag}")) == "MISS"  # tenant acme, same request
         assert await upstream_count(cache_mesh, tag) == 2
+        await settled(client, f"tenant {tag}")
+        await settled(other, f"tenant {tag}")
         assert status(await ask(other, f"tenant {tag}")) == "HIT"
         assert status(await ask(client, f"tenant {tag}")) == "HIT"
     assert await upstream_count(cache_mesh, tag) == 2
@@ -240,22 +269,28 @@ async def test_sampled_requests_bypass_the_cache(client: AsyncOpenAI, cache_mesh
         assert status(raw) == "BYPASS"
         assert "temperature" in raw.parse().model_extra["trace"]["cache"]["reason"]
     assert await upstream_count(cache_mesh, tag) == 2
-    seeded = [await ask(client, f"seeded {tag}", temperature=0.9, seed=42) for _ in range(2)]
-    assert [status(r) for r in seeded] == ["MISS", "HIT"]
+    assert status(await ask(client, f"seeded {tag}", temperature=0.9, seed=42)) == "MISS"
+    await settled(client, f"seeded {tag}", temperature=0.9, seed=42)
+    assert status(await ask(client, f"seeded {tag}", temperature=0.9, seed=42)) == "HIT"
 
 
 async def test_ttl_expiry(client: AsyncOpenAI, cache_mesh: Mesh) -> None:
     tag = marker()
     began = time.monotonic()
-    assert status(await ask(client, f"brief {tag}", extra_body={"mlx:cache": {"ttl": 1}})) == "MISS"
-    raw = await ask(client, f"brief {tag}", extra_body={"mlx:trace": True})
-    if time.monotonic() - began < 0.8:  # still young (unless this machine is very slow): served from the cache
-        assert status(raw) == "HIT" and raw.parse().model_extra["trace"]["cache"]["age_s"] < 1
-    async with asyncio.timeout(10):  # then it expires: the request reaches the upstream again
-        while status(await ask(client, f"brief {tag}", extra_headers={"Cache-Control": "no-store"})) == "HIT":
+    assert status(await ask(client, f"brief {tag}", extra_body={"mlx:cache": {"ttl": 2}})) == "MISS"
+    await settled(client, f"brief {tag}")  # served from the cache while young
+    only = {"extra_headers": {"Cache-Control": "only-if-cached"}}
+    async with asyncio.timeout(15):  # then it expires
+        while True:
+            try:
+                assert status(await ask(client, f"brief {tag}", **only)) == "HIT"
+            except openai.InternalServerError as exc:
+                assert exc.status_code == 504
+                break
             await asyncio.sleep(0.1)
-    assert time.monotonic() - began >= 1.0
-    assert await upstream_count(cache_mesh, tag) >= 2
+    assert time.monotonic() - began >= 2.0
+    assert status(await ask(client, f"brief {tag}")) == "MISS"  # and the upstream answers again
+    assert await upstream_count(cache_mesh, tag) == 2
 
 
 async def test_max_age_refuses_older_entries(client: AsyncOpenAI, cache_mesh: Mesh) -> None:
@@ -289,4 +324,12 @@ async def test_bad_cache_controls_are_400s(client: AsyncOpenAI, cache_mesh: Mesh
         with pytest.raises(openai.BadRequestError) as info:
             await ask(client, f"bad {tag}", **kwargs)
         assert info.value.body["param"] == param  # type: ignore[index]
+    assert await upstream_count(cache_mesh, tag) == 0
+
+
+async def test_only_if_cached_never_reaches_the_upstream(client: AsyncOpenAI, cache_mesh: Mesh) -> None:
+    tag = marker()
+    with pytest.raises(openai.InternalServerError) as info:
+        await ask(client, f"probe {tag}", extra_headers={"Cache-Control": "only-if-cached"})
+    assert info.value.status_code == 504 and info.value.body["code"] == "cache_miss"  # type: ignore[index]
     assert await upstream_count(cache_mesh, tag) == 0

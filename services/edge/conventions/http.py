@@ -1,7 +1,8 @@
 """Standard HTTP ``Cache-Control`` on the request (RFC 9111), read by the
 router's response cache: ``no-cache`` answers fresh (the fresh answer may
 still be stored), ``no-store`` stores nothing, ``max-age=N`` stores for at
-most N seconds and accepts no cached answer older than N. Muxx's
+most N seconds and accepts no cached answer older than N, ``only-if-cached``
+answers from the cache or with 504, never from an upstream. Muxx's
 ``X-Muxx-Cache-Control`` takes the same directives. Other directives are
 ignored.
 """
@@ -33,6 +34,8 @@ def apply_cache_control(value: str, param: str, routing: pb.RoutingContext) -> N
             routing.cache_skip = True
         elif name == "no-store":
             routing.cache_no_store = True
+        elif name == "only-if-cached":
+            routing.cache_only = True
         elif name == "max-age":
             seconds = argument.strip().strip('"')
             if not seconds.isdigit() or not seconds.isascii():

@@ -197,7 +197,7 @@ class Sampling(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., max_completion_tokens: _Optional[int] = ..., presence_penalty: _Optional[float] = ..., frequency_penalty: _Optional[float] = ..., seed: _Optional[int] = ..., n: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., logit_bias: _Optional[_Mapping[str, float]] = ..., logprobs: _Optional[bool] = ..., top_logprobs: _Optional[int] = ..., top_k: _Optional[int] = ..., reasoning_effort: _Optional[str] = ..., verbosity: _Optional[str] = ..., parallel_tool_calls: _Optional[bool] = ..., service_tier: _Optional[str] = ..., modalities: _Optional[_Iterable[str]] = ..., stop_is_string: _Optional[bool] = ...) -> None: ...
 
 class RoutingContext(_message.Message):
-    __slots__ = ("tags", "end_user", "session_id", "cache_skip", "trace", "template", "variables", "fallbacks", "cache_no_store", "cache_ttl_s")
+    __slots__ = ("tags", "end_user", "session_id", "cache_skip", "trace", "template", "variables", "fallbacks", "cache_no_store", "cache_ttl_s", "cache_only")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -222,6 +222,7 @@ class RoutingContext(_message.Message):
     FALLBACKS_FIELD_NUMBER: _ClassVar[int]
     CACHE_NO_STORE_FIELD_NUMBER: _ClassVar[int]
     CACHE_TTL_S_FIELD_NUMBER: _ClassVar[int]
+    CACHE_ONLY_FIELD_NUMBER: _ClassVar[int]
     tags: _containers.ScalarMap[str, str]
     end_user: str
     session_id: str
@@ -232,7 +233,8 @@ class RoutingContext(_message.Message):
     fallbacks: _containers.RepeatedScalarFieldContainer[str]
     cache_no_store: bool
     cache_ttl_s: int
-    def __init__(self, tags: _Optional[_Mapping[str, str]] = ..., end_user: _Optional[str] = ..., session_id: _Optional[str] = ..., cache_skip: _Optional[bool] = ..., trace: _Optional[bool] = ..., template: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., fallbacks: _Optional[_Iterable[str]] = ..., cache_no_store: _Optional[bool] = ..., cache_ttl_s: _Optional[int] = ...) -> None: ...
+    cache_only: bool
+    def __init__(self, tags: _Optional[_Mapping[str, str]] = ..., end_user: _Optional[str] = ..., session_id: _Optional[str] = ..., cache_skip: _Optional[bool] = ..., trace: _Optional[bool] = ..., template: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., fallbacks: _Optional[_Iterable[str]] = ..., cache_no_store: _Optional[bool] = ..., cache_ttl_s: _Optional[int] = ..., cache_only: _Optional[bool] = ...) -> None: ...
 
 class Identity(_message.Message):
     __slots__ = ("key_id", "tenant", "allowed_models", "restricted", "default_model")

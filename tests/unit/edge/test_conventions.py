@@ -60,6 +60,12 @@ def test_muxx_cache_control_other_values_do_not_skip() -> None:
 # -------------------------------------------------------------------- http --
 
 
+def test_only_if_cached() -> None:
+    assert routed({"Cache-Control": "only-if-cached"}).cache_only
+    assert routed({"X-Muxx-Cache-Control": "max-age=5, Only-If-Cached"}).cache_only
+    assert not routed({"Cache-Control": "no-cache"}).cache_only
+
+
 @pytest.mark.parametrize(("value", "skip", "no_store", "ttl"), [
     ("no-cache", True, False, None),
     ("No-Store", False, True, None),

@@ -330,3 +330,17 @@ async def test_without_a_store_or_a_cache_section_nothing_is_cached(setup: str) 
             assert events[0].started.cache == "bypass"
         assert len(provider.requests) == 2 and harness.store.entries == {}
         assert harness.usage.cache_status == ""
+
+
+async def test_only_if_cached_never_reaches_an_upstream() -> None:
+    h = Harness()
+    events = await h.run(request(cache_only=True), Provider())  # nothing cached: 504, no attempt
+    assert (events[0].error.status, events[0].error.code) == (504, "cache_miss")
+    assert h.usage.status == "error" and len(h.usage.attempts) == 0 and h.store.entries == {}
+    sampled = request(cache_only=True)
+    sampled.sampling.ClearField("temperature")
+    events = await h.run(sampled, Provider())  # not cacheable at all: 504 too, saying why
+    assert events[0].error.status == 504 and "temperature" in events[0].error.message
+    await h.run(request(), Provider(RICH))
+    events = await h.run(request(request_id="r2", cache_only=True), Provider())
+    assert events[0].started.cache == "hit"
