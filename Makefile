@@ -37,6 +37,7 @@ proto-check: setup
 bench: setup
 	$(PY) tests/bench/bench_pipeline.py
 	$(PY) tests/bench/bench.py
+	$(PY) tests/bench/bench_cache.py
 
 clean:
 	rm -rf .run .pytest_cache .ruff_cache
