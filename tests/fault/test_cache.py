@@ -15,7 +15,11 @@ from tests.e2e.test_cache import ask, status, upstream_count
 
 
 async def stop(mesh: Mesh, name: str) -> None:
+    """Drain a router replica and wait until Envoy no longer routes to it."""
     assert await asyncio.to_thread(mesh.processes[name].stop, 30) == 0  # drained and exited cleanly
+    async with asyncio.timeout(30):
+        while await envoy_healthy(mesh, name):
+            await asyncio.sleep(0.1)
 
 
 async def start(mesh: Mesh, name: str) -> None:
