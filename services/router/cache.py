@@ -68,6 +68,10 @@ class Ticket:
     stored: bool = False
     age_s: float = 0.0
     applies: bool = True    # False: no cache configured for this request (the usage event says nothing)
+    limit: int = 0          # max_entry_bytes
+
+    def not_stored(self, why: str) -> None:
+        self.reason = f"{self.reason}; not stored: {why}" if self.reason else why
 
     def to_proto(self) -> pb.CacheDecision:
         out = pb.CacheDecision(status=self.status, reason=self.reason, stored=self.stored, key=self.key[:16])
@@ -76,7 +80,6 @@ class Ticket:
         if self.status == HIT:
             out.age_s = round(self.age_s, 3)
         return out
-
 
 
 class Rules:
@@ -224,7 +227,7 @@ class ResponseCache:
             return Ticket(BYPASS, "the cache key could not be computed")
         status = MISS if read else BYPASS
         reason = "" if read else ", ".join(reasons) or f"mode {mode}"
-        return Ticket(status, reason, key, read, write, ttl, max_age, tenant)
+        return Ticket(status, reason, key, read, write, ttl, max_age, tenant, limit=settings.max_entry_bytes)
 
     @staticmethod
     def refusal(request: pb.ChatRequest, ticket: Ticket) -> pb.Error | None:
@@ -279,8 +282,7 @@ class ResponseCache:
     def recorder(self, ticket: Ticket, request: pb.ChatRequest) -> Recorder | None:
         if not ticket.write:
             return None
-        assert self.store is not None
-        return Recorder(self._rules[1].settings.max_entry_bytes if self._rules else 0, request.sampling.n or 1)
+        return Recorder(ticket.limit, request.sampling.n or 1)
 
     def finish(self, ticket: Ticket, recorder: Recorder, outcome: Outcome) -> None:
         """Store the answer if it is complete and successful (queued: never
@@ -290,7 +292,7 @@ class ResponseCache:
             return
         recorder.closed = True
         if reason := recorder.verdict(outcome):
-            ticket.reason = reason if not ticket.reason else f"{ticket.reason}; not stored: {reason}"
+            ticket.not_stored(reason)
             return
         now_ms = int(time.time() * 1000)
         started = recorder.started
@@ -301,4 +303,4 @@ class ResponseCache:
                                started=kept, events=recorder.events, cost_usd=recorder.cost_usd)
         ticket.stored = self.store.put(ticket.key, entry, ticket.ttl_s)
         if not ticket.stored:
-            ticket.reason = "the cache store is unavailable"
+            ticket.not_stored("the cache store is unavailable")
