@@ -112,17 +112,17 @@ class Rules:
 
 class Recorder:
     """Collects the events of an answer being served, to store it if it turns
-    out complete. Bounded by ``limit`` bytes."""
+    out complete. Bounded by ``limit`` bytes. Chunks are kept as bytes and
+    parsed only at the end, from the last one back, until every choice's
+    finish reason is found (one or two for most answers)."""
 
-    __slots__ = ("choices", "closed", "cost_usd", "events", "finished", "limit", "reason", "size", "started",
-                 "usage")
+    __slots__ = ("choices", "closed", "cost_usd", "events", "limit", "reason", "size", "started", "usage")
 
     def __init__(self, limit: int, choices: int) -> None:
         self.limit = limit
         self.choices = choices
         self.events: list[bytes] = []
         self.size = 0
-        self.finished: dict[int, str] = {}
         self.started: pb.Started | None = None
         self.usage = False
         self.cost_usd = 0.0
@@ -136,11 +136,7 @@ class Recorder:
         if self.reason:
             return False
         tag = raw[0]
-        if tag == event_tags.CHUNK:
-            for delta in pb.ChatEvent.FromString(raw).chunk.choices:
-                if delta.finish_reason:
-                    self.finished[delta.index] = delta.finish_reason
-        elif tag == event_tags.USAGE:
+        if tag == event_tags.USAGE:
             usage = pb.ChatEvent.FromString(raw).usage
             self.cost_usd, self.usage = usage.cost_usd, True
             usage.cost_usd = 0.0  # a hit costs nothing
@@ -148,7 +144,7 @@ class Recorder:
         elif tag == event_tags.STARTED:
             self.started = pb.ChatEvent.FromString(raw).started
             return False
-        else:
+        elif tag != event_tags.CHUNK:
             self.reason = "the answer ended with an error" if tag == event_tags.ERROR else ""
             return False
         self.size += len(raw)
@@ -169,8 +165,17 @@ class Recorder:
             return "the answer ended with an error"
         if not self.usage or self.started is None:
             return "the answer is incomplete"
+        finished: dict[int, str] = {}  # each choice's last finish reason
+        for raw in reversed(self.events):
+            if raw[0] != event_tags.CHUNK:
+                continue
+            for delta in pb.ChatEvent.FromString(raw).chunk.choices:
+                if delta.finish_reason and delta.index not in finished:
+                    finished[delta.index] = delta.finish_reason
+            if len(finished) >= self.choices:
+                break
         for index in range(self.choices):
-            finish = self.finished.get(index)
+            finish = finished.get(index)
             if not finish:
                 return f"choice {index} did not finish"
             if finish in _TRUNCATED:

@@ -30,7 +30,6 @@ different keys.
 from __future__ import annotations
 
 import hashlib
-import struct
 from functools import lru_cache
 
 import orjson
@@ -41,10 +40,8 @@ from switchyard.conditions import RequestFacts
 from switchyard.v1 import chat_pb2 as pb
 
 VERSION = b"switchyard-cache-v1"
-_EXCLUDED = ("request_id", "model", "stream", "include_usage", "user", "routing", "identity", "metadata", "store",
-             "prompt_cache_key", "safety_identifier", "trace_context")
+_KEPT = frozenset({"messages", "tools", "tool_choice", "response_format", "sampling", "extra"})
 _CANONICAL_MEMO_CHARS = 16 * 1024  # JSON texts up to this size are remembered once canonicalised
-_LENGTH = struct.Struct(">I")
 
 
 class NotCacheableError(Exception):
@@ -54,10 +51,10 @@ class NotCacheableError(Exception):
 def cache_key(request: pb.ChatRequest, plan: Plan, tenant: str, scope_value: str = "") -> str:
     """The hex digest for ``request`` planned as ``plan``. NotCacheableError when
     the target the request reaches cannot be known before it runs."""
-    digest = hashlib.sha256(VERSION)
-    for part in (tenant, scope_value, target_signature(plan.root, request, RequestFacts(request))):
-        data = part.encode()
-        digest.update(_LENGTH.pack(len(data)) + data)
+    target = target_signature(plan.root, request)
+    # Length-prefixed, so that no two (tenant, scope, target) run together into the same text.
+    head = f"{len(tenant)}:{tenant}{len(scope_value)}:{scope_value}{len(target)}:{target}"
+    digest = hashlib.sha256(VERSION + head.encode())
     digest.update(normalised(request).SerializeToString(deterministic=True))
     return digest.hexdigest()
 
@@ -66,8 +63,9 @@ def normalised(request: pb.ChatRequest) -> pb.ChatRequest:
     """A copy of ``request`` with only what can change the answer, in one form."""
     key = pb.ChatRequest()
     key.CopyFrom(request)
-    for name in _EXCLUDED:
-        key.ClearField(name)
+    for descriptor, _ in key.ListFields():  # clearing only what is set: a third cheaper than clearing all
+        if descriptor.name not in _KEPT:
+            key.ClearField(descriptor.name)
     sampling = key.sampling
     if sampling.n == 1:
         sampling.ClearField("n")
@@ -118,7 +116,7 @@ def _canonical(text: str) -> str:
 _canonical_memo = lru_cache(maxsize=1024)(_canonical)  # agents resend the same tools: at most ~16 MiB held
 
 
-def target_signature(node: Node, request: pb.ChatRequest, facts: RequestFacts) -> str:
+def target_signature(node: Node, request: pb.ChatRequest, facts: RequestFacts | None = None) -> str:
     """What answers the request, as far as it is decided before the run:
     upstream targets, routing configs with their versions, the rule a
     conditional config picks and the arm a sticky weighted config picks."""
@@ -126,6 +124,7 @@ def target_signature(node: Node, request: pb.ChatRequest, facts: RequestFacts) -
         return f"{node.target.provider}/{node.target.model}"
     head = f"@{node.route}@{node.version}" if node.route else ""
     if node.strategy == "conditional":
+        facts = facts or RequestFacts(request)
         for index, condition in enumerate(node.conditions):
             if condition is None or condition(facts):
                 return f"{head}#{index}({target_signature(node.children[index], request, facts)})"
