@@ -116,16 +116,14 @@ class Recorder:
     parsed only at the end, from the last one back, until every choice's
     finish reason is found (one or two for most answers)."""
 
-    __slots__ = ("choices", "closed", "cost_usd", "events", "limit", "reason", "size", "started", "usage")
+    __slots__ = ("choices", "closed", "events", "limit", "reason", "size", "usage")
 
     def __init__(self, limit: int, choices: int) -> None:
         self.limit = limit
         self.choices = choices
         self.events: list[bytes] = []
         self.size = 0
-        self.started: pb.Started | None = None
-        self.usage = False
-        self.cost_usd = 0.0
+        self.usage = False  # the usage event (the last of a complete answer) was seen
         self.reason = ""
         self.closed = False  # finish() has run
 
@@ -137,13 +135,9 @@ class Recorder:
             return False
         tag = raw[0]
         if tag == event_tags.USAGE:
-            usage = pb.ChatEvent.FromString(raw).usage
-            self.cost_usd, self.usage = usage.cost_usd, True
-            usage.cost_usd = 0.0  # a hit costs nothing
-            raw = pb.ChatEvent(usage=usage).SerializeToString()
+            self.usage = True  # its bytes are written again at cost 0 by finish()
         elif tag == event_tags.STARTED:
-            self.started = pb.ChatEvent.FromString(raw).started
-            return False
+            return False  # the run's outcome has it parsed
         elif tag != event_tags.CHUNK:
             self.reason = "the answer ended with an error" if tag == event_tags.ERROR else ""
             return False
@@ -163,7 +157,7 @@ class Recorder:
             return "the client went away"
         if outcome.error is not None:
             return "the answer ended with an error"
-        if not self.usage or self.started is None:
+        if not self.usage or outcome.started is None or outcome.usage is None:
             return "the answer is incomplete"
         finished: dict[int, str] = {}  # each choice's last finish reason
         for raw in reversed(self.events):
@@ -300,12 +294,20 @@ class ResponseCache:
             ticket.not_stored(reason)
             return
         now_ms = int(time.time() * 1000)
-        started = recorder.started
-        assert started is not None  # the verdict checked it
+        started, billed = outcome.started, outcome.usage
+        assert started is not None and billed is not None  # the verdict checked them
         kept = pb.Started(provider=started.provider, provider_type=started.provider_type, model=started.model,
                           arm=started.arm)
+        free = pb.Usage()
+        free.CopyFrom(billed)  # what the client was told (the sum over billed attempts), at cost 0 for a hit
+        free.cost_usd = 0.0
+        events = recorder.events
+        for i in range(len(events) - 1, -1, -1):
+            if events[i][0] == event_tags.USAGE:
+                events[i] = pb.ChatEvent(usage=free).SerializeToString()
+                break
         entry = cpb.CacheEntry(tenant=ticket.tenant, created_ms=now_ms, expires_ms=now_ms + ticket.ttl_s * 1000,
-                               started=kept, events=recorder.events, cost_usd=recorder.cost_usd)
+                               started=kept, events=events, cost_usd=billed.cost_usd)
         ticket.stored = self.store.put(ticket.key, entry, ticket.ttl_s)
         if not ticket.stored:
             ticket.not_stored("the cache store is unavailable")

@@ -30,6 +30,8 @@ different keys.
 from __future__ import annotations
 
 import hashlib
+import struct
+from collections.abc import Iterator
 from functools import lru_cache
 
 import orjson
@@ -40,7 +42,7 @@ from switchyard.conditions import RequestFacts
 from switchyard.v1 import chat_pb2 as pb
 
 VERSION = b"switchyard-cache-v1"
-_KEPT = frozenset({"messages", "tools", "tool_choice", "response_format", "sampling", "extra"})
+_FRAME = struct.Struct(">BI")
 _CANONICAL_MEMO_CHARS = 16 * 1024  # JSON texts up to this size are remembered once canonicalised
 
 
@@ -55,18 +57,18 @@ def cache_key(request: pb.ChatRequest, plan: Plan, tenant: str, scope_value: str
     # Length-prefixed, so that no two (tenant, scope, target) run together into the same text.
     head = f"{len(tenant)}:{tenant}{len(scope_value)}:{scope_value}{len(target)}:{target}"
     digest = hashlib.sha256(VERSION + head.encode())
-    digest.update(normalised(request).SerializeToString(deterministic=True))
+    for part in _parts(request):  # each framed by a kind and a length: no two requests share a byte stream
+        digest.update(_FRAME.pack(part[0], len(part[1])) + part[1])
     return digest.hexdigest()
 
 
-def normalised(request: pb.ChatRequest) -> pb.ChatRequest:
-    """A copy of ``request`` with only what can change the answer, in one form."""
-    key = pb.ChatRequest()
-    key.CopyFrom(request)
-    for descriptor, _ in key.ListFields():  # clearing only what is set: a third cheaper than clearing all
-        if descriptor.name not in _KEPT:
-            key.ClearField(descriptor.name)
-    sampling = key.sampling
+def _parts(request: pb.ChatRequest) -> Iterator[tuple[int, bytes]]:
+    """What can change the answer, each in one form, serialised: the
+    sampling parameters, every message as it is (no maps: their bytes are
+    canonical), tools, tool choice, response format, pass-through fields.
+    Copies are made only of the small parts that get normalised."""
+    sampling = pb.Sampling()
+    sampling.CopyFrom(request.sampling)
     if sampling.n == 1:
         sampling.ClearField("n")
     for name in ("presence_penalty", "frequency_penalty"):
@@ -75,28 +77,49 @@ def normalised(request: pb.ChatRequest) -> pb.ChatRequest:
     if not sampling.logprobs:
         sampling.ClearField("top_logprobs")
     sampling.ClearField("stop_is_string")
-    if key.tools:
+    tools = request.tools
+    choice = request.tool_choice
+    mode = choice.mode if choice.WhichOneof("choice") == "mode" else None
+    if tools:
         if sampling.HasField("parallel_tool_calls") and sampling.parallel_tool_calls:
             sampling.ClearField("parallel_tool_calls")
-        if key.tool_choice.WhichOneof("choice") == "mode" and key.tool_choice.mode == "auto":
-            key.ClearField("tool_choice")
-        for tool in key.tools:
-            function = tool.function
-            if function.parameters_json:
-                function.parameters_json = canonical_json(function.parameters_json)
-            if function.HasField("strict") and not function.strict:
-                function.ClearField("strict")
-    elif key.tool_choice.WhichOneof("choice") == "mode" and key.tool_choice.mode == "none":
-        key.ClearField("tool_choice")
-    fmt = key.response_format
-    if fmt.type == "text":
-        key.ClearField("response_format")
+        default_choice = mode == "auto"
     else:
-        if fmt.schema_json:
-            fmt.schema_json = canonical_json(fmt.schema_json)
-        if fmt.HasField("strict") and not fmt.strict:
-            fmt.ClearField("strict")
-    return key
+        default_choice = mode == "none"
+    yield ord("s"), sampling.SerializeToString(deterministic=True)
+    for message in request.messages:
+        yield ord("m"), message.SerializeToString()
+    for tool in tools:
+        function = tool.function
+        if function.parameters_json or (function.HasField("strict") and not function.strict):
+            tool = _normal_tool(tool)
+        yield ord("t"), tool.SerializeToString()
+    if request.HasField("tool_choice") and not default_choice:
+        yield ord("c"), choice.SerializeToString()
+    fmt = request.response_format
+    if fmt.type and fmt.type != "text":
+        if fmt.schema_json or (fmt.HasField("strict") and not fmt.strict):
+            copy = pb.ResponseFormat()
+            copy.CopyFrom(fmt)
+            if copy.schema_json:
+                copy.schema_json = canonical_json(copy.schema_json)
+            if copy.HasField("strict") and not copy.strict:
+                copy.ClearField("strict")
+            fmt = copy
+        yield ord("f"), fmt.SerializeToString()
+    if request.extra.fields:
+        yield ord("x"), request.extra.SerializeToString(deterministic=True)
+
+
+def _normal_tool(tool: pb.Tool) -> pb.Tool:
+    copy = pb.Tool()
+    copy.CopyFrom(tool)
+    function = copy.function
+    if function.parameters_json:
+        function.parameters_json = canonical_json(function.parameters_json)
+    if function.HasField("strict") and not function.strict:
+        function.ClearField("strict")
+    return copy
 
 
 def canonical_json(text: str) -> str:
