@@ -50,9 +50,6 @@ class KeyIndex:
             return
         self._keys[slot] = expires_ms << _ID_BITS | write_id
 
-    def forget(self, key: str) -> None:
-        self._keys.pop(slot_of(key), None)
-
     def state(self, key: str, now_ms: int) -> int:
         """The key's write id, ABSENT or UNKNOWN."""
         slot = slot_of(key)

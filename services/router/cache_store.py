@@ -241,8 +241,8 @@ class CacheStore:
         try:
             data = await self._get_raw(key)
             if data is None:
-                if state != UNKNOWN:
-                    self.index.forget(key)  # evicted from the bucket (size bound)
+                # Not stored yet (an announcement can overtake the stream's write) or evicted by the size
+                # bound: a miss, whose answer is stored again. The index keeps the key meanwhile.
                 return None
             entry = cpb.CacheEntry.FromString(data)
             if entry.parts:
