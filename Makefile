@@ -47,6 +47,7 @@ bench: setup
 	$(PY) tests/bench/bench_pipeline.py
 	$(PY) tests/bench/bench_governance.py
 	$(PY) tests/bench/bench.py
+	$(PY) tests/bench/bench_cache.py
 
 clean:
 	rm -rf .run .pytest_cache .ruff_cache

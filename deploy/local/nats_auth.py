@@ -8,7 +8,8 @@ a prefix pattern), so the key-value buckets a router may use are listed in
 
 - ``router``: publish usage events, create and read the usage stream (never
   purge, delete or reconfigure it: new limits could drop events just as a
-  purge does), create/read/write/watch the KV buckets.
+  purge does), create/read/write/watch the KV buckets, size the response
+  cache's bucket and announce cache writes to the other routers.
 - ``edge``: create/read/write/watch the managed-keys bucket; nothing else.
 - ``analytics``: read the usage stream through its own consumers and ack;
   nothing else (it cannot publish events).
@@ -24,13 +25,19 @@ from typing import Any
 
 from switchyard.events import STREAM, SUBJECT_PREFIX
 
-KV_BUCKETS = ("SWITCHYARD_ROUTES", "SWITCHYARD_LIMITS", "SWITCHYARD_BUDGETS")  # the routers'
+CACHE_BUCKET = "SWITCHYARD_CACHE"  # the response cache: entries may be dropped at any time by design
+KV_BUCKETS = ("SWITCHYARD_ROUTES", "SWITCHYARD_LIMITS", "SWITCHYARD_BUDGETS", CACHE_BUCKET)  # the routers'
 EDGE_KV_BUCKETS = ("SWITCHYARD_KEYS",)  # managed API keys: the edges watch them, the admin API writes them
+CACHE_INDEX = "switchyard.cache.index"  # core NATS: routers announce cache writes to each other
 USERS = ("router", "edge", "analytics", "admin")
 API = "$JS.API"
-# Never granted to a service: only the admin user may purge, delete or reconfigure.
+# Never granted to a service: only the admin user may purge, delete or
+# reconfigure (new limits could drop records as a purge does). The cache's
+# bucket is the exception for reconfiguring: a router sizes it, and dropping
+# cached answers only costs a miss.
+_KEPT = (STREAM, *(f"KV_{b}" for b in (*KV_BUCKETS, *EDGE_KV_BUCKETS) if b != CACHE_BUCKET))
 DESTRUCTIVE = (f"{API}.STREAM.PURGE.>", f"{API}.STREAM.DELETE.>", f"{API}.STREAM.MSG.DELETE.>",
-               f"{API}.STREAM.UPDATE.>", f"{API}.CONSUMER.DELETE.{STREAM}.>")
+               *(f"{API}.STREAM.UPDATE.{name}" for name in _KEPT), f"{API}.CONSUMER.DELETE.{STREAM}.>")
 
 
 def inbox(user: str) -> str:
@@ -54,10 +61,13 @@ def permissions(user: str) -> dict[str, Any] | None:
     """The user's NATS permissions (None: unrestricted)."""
     if user == "admin":
         return None
+    subscribe = [inbox(user)]
     if user == "router":
-        publish = [f"{SUBJECT_PREFIX}.>", f"{API}.STREAM.CREATE.{STREAM}", f"{API}.STREAM.INFO.{STREAM}"]
+        publish = [f"{SUBJECT_PREFIX}.>", f"{API}.STREAM.CREATE.{STREAM}", f"{API}.STREAM.INFO.{STREAM}",
+                   f"{API}.STREAM.UPDATE.KV_{CACHE_BUCKET}", CACHE_INDEX]
         for bucket in KV_BUCKETS:
             publish += _kv_publish(bucket)
+        subscribe.append(CACHE_INDEX)
     elif user == "edge":
         publish = [p for bucket in EDGE_KV_BUCKETS for p in _kv_publish(bucket)]
     elif user == "analytics":
@@ -67,7 +77,7 @@ def permissions(user: str) -> dict[str, Any] | None:
                    f"{API}.CONSUMER.MSG.NEXT.{STREAM}.*", f"$JS.ACK.{STREAM}.>", f"$JS.FC.{STREAM}.>"]
     else:
         raise ValueError(f"unknown NATS user {user!r}")
-    return {"publish": {"allow": publish, "deny": list(DESTRUCTIVE)}, "subscribe": {"allow": [inbox(user)]}}
+    return {"publish": {"allow": publish, "deny": list(DESTRUCTIVE)}, "subscribe": {"allow": subscribe}}
 
 
 def generate_passwords() -> dict[str, str]:

@@ -115,6 +115,8 @@ def _started_headers(started: pb.Started, request_id: str) -> dict[str, str]:
         headers["x-modelux-config-version"] = str(started.route_version)
     if started.arm:
         headers["x-switchyard-arm"] = started.arm
+    if started.cache:  # the router's response cache: HIT | MISS | BYPASS (seed 001's X-Muxx-Cache)
+        headers["x-switchyard-cache"] = headers["X-Muxx-Cache"] = started.cache.upper()
     return headers
 
 

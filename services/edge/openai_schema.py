@@ -311,7 +311,13 @@ class ChatCompletionStreamOptions(_Strict):
 
 
 class MlxCache(_Strict):
+    """Modelux ``mlx:cache``: ``skip`` answers fresh (the answer may still be
+    stored), ``no_store`` stores nothing, ``ttl`` (seconds) stores for at most
+    that long and accepts no cached answer older than that."""
+
     skip: bool = False
+    no_store: bool = False
+    ttl: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
 
 
 Stop = Annotated[

@@ -155,6 +155,17 @@ class AttemptRecord(_Doc):
     latency_ms: float
 
 
+class CacheDecision(_Doc):
+    """What the response cache did with the request, and why."""
+
+    status: Literal["hit", "miss", "bypass"]
+    reason: str | None
+    stored: bool
+    key: str | None
+    ttl_s: int | None
+    age_s: float | None
+
+
 class DecisionTrace(_Doc):
     """Modelux ``mlx:trace``: never prompt text or keys."""
 
@@ -162,6 +173,7 @@ class DecisionTrace(_Doc):
     template: str | None
     routes: list[RouteDecision]
     attempts: list[AttemptRecord]
+    cache: CacheDecision | None = None
 
 
 class ChatCompletion(_Doc):

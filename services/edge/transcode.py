@@ -355,7 +355,7 @@ class CompletionBuilder:
 
 def trace_dict(trace: pb.DecisionTrace) -> dict[str, Any]:
     """The decision trace (Modelux ``mlx:trace``) as JSON: never prompt text or keys."""
-    return {
+    out = {
         "resolved_by": trace.resolved_by,
         "template": trace.template or None,
         "routes": [{"route": "@" + r.route, "version": r.version, "strategy": r.strategy,
@@ -365,6 +365,11 @@ def trace_dict(trace: pb.DecisionTrace) -> dict[str, Any]:
                       "error_type": a.error_type or None, "code": a.code or None, "status": a.status or None,
                       "gate": a.gate or None, "latency_ms": round(a.latency_ms, 1)} for a in trace.attempts],
     }
+    if trace.HasField("cache"):
+        c = trace.cache
+        out["cache"] = {"status": c.status, "reason": c.reason or None, "stored": c.stored, "key": c.key or None,
+                        "ttl_s": c.ttl_s or None, "age_s": c.age_s if c.status == "hit" else None}
+    return out
 
 
 class ChunkEncoder:

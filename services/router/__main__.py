@@ -10,6 +10,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2
 
 from router.breaker import BreakerBoard, breaker_settings
+from router.cache import ResponseCache
+from router.cache_store import CacheStore
 from router.config_watch import ConfigWatcher
 from router.governance import BUCKETS, BUDGETS_BUCKET, LIMITS_BUCKET, Governor
 from router.ledger import Buckets, Ledger, MemoryKV
@@ -70,7 +72,14 @@ async def main() -> None:
     else:
         usage = CountingUsageSink()
     governor, buckets = await start_governor(nats_url, watcher.table.config.governance)
-    pipeline = Pipeline(lambda: watcher.table, generate, usage, breakers, telemetry.setup("router"), governor)
+    store = None
+    if nats_url:  # the cache's limits are read at start-up; its modes and TTLs reload with the config
+        settings = watcher.table.config.cache
+        store = CacheStore(nats_url, max_bytes=settings.max_bytes, max_age_s=settings.max_ttl_s + 60,
+                           lookup_timeout_s=settings.lookup_timeout_s, local_bytes=settings.local_bytes)
+        await store.start()
+    pipeline = Pipeline(lambda: watcher.table, generate, usage, breakers, telemetry.setup("router"), governor,
+                        cache=ResponseCache(store))
     embed = channel.unary_unary("/switchyard.v1.Provider/Embed", request_serializer=ppb.EmbedAttempt.SerializeToString,
                                 response_deserializer=epb.EmbedResponse.FromString)
     count = channel.unary_unary("/switchyard.v1.Provider/CountTokens",
@@ -94,6 +103,8 @@ async def main() -> None:
             await buckets.close()
         await watcher.close()
         await channel.close()
+        if store is not None:
+            await store.close()
         if nats_url:
             await publisher.close()  # queued events reach NATS or the spool before exit
         telemetry.shutdown()

@@ -105,6 +105,8 @@ class Outcome:
     unbilled: bool = False
     chunks: int = 0
     chunk_bytes: int = 0
+    cache_status: str = ""     # hit | miss | bypass, "" when no cache applies (the cache stage)
+    cost_saved_usd: float = 0.0
 
 
 @dataclass(slots=True)
@@ -122,6 +124,7 @@ class RunContext:
     span: Span | None = None
     provider_types: dict[str, str] = field(default_factory=dict)  # provider name -> API type
     attempts_started: int = 0
+    cache: str = ""  # the cache stage's status, for the started event
 
     def remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
@@ -202,6 +205,8 @@ def _started(ctx: RunContext, provider: str, model: str, attempt: int) -> pb.Sta
         started.route, started.route_version = plan.route, plan.route_version
     if ctx.outcome.arm:
         started.arm = ctx.outcome.arm
+    if ctx.cache:
+        started.cache = ctx.cache
     return started
 
 

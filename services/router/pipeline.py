@@ -3,13 +3,17 @@
 1. expand  — a stored template's messages, model and parameters (templates.py)
 2. plan    — the model identifier and fallbacks into a plan (routes.py)
 3. admit   — the key's scope over every target the plan can reach (admission.py);
-             after planning, because the scope applies to what the plan reaches
-   admit   — then the key's and end user's rate limits, concurrency cap and
-             the key's, end user's and tenant's budgets (governance.py)
-4. run     — strategies drive attempts, falling back only before output (policy.py,
+             after planning, because the scope applies to what the plan reaches;
+             then the key's and end user's rate limits, concurrency cap and the
+             key's, end user's and tenant's budgets (governance.py)
+4. cache   — a hit is replayed from the shared store and never reaches a provider
+             worker (it still counts against rate limits, and costs nothing);
+             otherwise the answer is recorded for storing (cache.py)
+5. run     — strategies drive attempts, falling back only before output (policy.py,
              one attempt in execute.py); a hard budget meters the stream
-5. settle  — the decision trace if asked for, an answer cut before its usage billed
-             by estimate, one usage event always (usage.py), reservations settled
+6. settle  — a complete answer stored, the decision trace if asked for, an answer
+             cut before its usage billed by estimate, one usage event always
+             (usage.py), reservations settled
 
 Each stage raises a ``SwitchyardError`` for the client (nothing upstream has
 been called before ``run``) or streams ChatEvent bytes.
@@ -24,6 +28,7 @@ from opentelemetry.trace import SpanKind, Tracer
 
 from router.admission import check_scope
 from router.breaker import BreakerBoard
+from router.cache import ResponseCache
 from router.execute import BeforeOutputError, Outcome, RunContext
 from router.governance import Governor, Grant, budget_cut
 from router.policy import plan_failed, stream_node
@@ -37,13 +42,15 @@ from switchyard.v1 import chat_pb2 as pb
 
 class Pipeline:
     def __init__(self, table: Callable[[], RoutingTable], generate: Streamer, usage: UsageSink,
-                 breakers: BreakerBoard, tracer: Tracer | None = None, governor: Governor | None = None) -> None:
+                 breakers: BreakerBoard, tracer: Tracer | None = None, governor: Governor | None = None,
+                 cache: ResponseCache | None = None) -> None:
         self.governor = governor
         self.table = table
         self.generate = generate
         self.usage = usage
         self.breakers = breakers
         self.tracer = tracer
+        self.cache = cache or ResponseCache()
 
     async def stream(self, request_bytes: bytes, deadline: float | None) -> AsyncIterator[bytes]:
         """ChatEvent bytes for one request; ``deadline`` is time.monotonic()-based."""
@@ -70,8 +77,22 @@ class Pipeline:
                 outcome.error = exc.to_proto()
                 yield pb.ChatEvent(error=outcome.error).SerializeToString()
                 return
+            cached = self.cache.admit(request, plan, table)
+            if cached.applies:
+                outcome.cache_status = cached.status
+            if cached.read and (entry := await self.cache.lookup(cached)) is not None:
+                for raw in self.cache.replay(entry, cached, request, plan, outcome):
+                    yield raw
+                if request.routing.trace:
+                    yield pb.ChatEvent(trace=decision_trace(plan, outcome, cached.to_proto())).SerializeToString()
+                return
+            if (refused := self.cache.refusal(request, cached)) is not None:  # only-if-cached
+                outcome.error = refused
+                yield pb.ChatEvent(error=refused).SerializeToString()
+                return
             ctx = RunContext(request, request_bytes, deadline, self.generate, self.breakers, plan, outcome,
-                             self.tracer, span, table.provider_types)
+                             self.tracer, span, table.provider_types, cache=cached.status)
+            record = self.cache.recorder(cached, request)
             events = stream_node(plan.root, ctx, "")
             meter = grant.meter if grant is not None else None
             try:
@@ -82,14 +103,18 @@ class Pipeline:
                         outcome.error = budget_cut()
                         yield pb.ChatEvent(error=outcome.error).SerializeToString()
                         break
+                    if record is not None and record.add(raw):
+                        self.cache.finish(cached, record, outcome)  # complete: stored before the client has it
                     yield raw
             except BeforeOutputError as exc:
                 outcome.error = plan_failed(exc.error, ctx)
                 yield pb.ChatEvent(error=outcome.error).SerializeToString()
             finally:
                 await events.aclose()
+            if record is not None:
+                self.cache.finish(cached, record, outcome)
             if request.routing.trace:
-                yield pb.ChatEvent(trace=decision_trace(plan, outcome)).SerializeToString()
+                yield pb.ChatEvent(trace=decision_trace(plan, outcome, cached.to_proto())).SerializeToString()
         finally:
             if outcome.unbilled:
                 bill_unfinished(request, outcome, table, grant.meter.delivered_tokens
@@ -128,9 +153,9 @@ def expand(table: RoutingTable, request: pb.ChatRequest, request_bytes: bytes, o
     return request.SerializeToString() if template is not None else request_bytes
 
 
-def decision_trace(plan: Plan, outcome: Outcome) -> pb.DecisionTrace:
+def decision_trace(plan: Plan, outcome: Outcome, cache: pb.CacheDecision | None = None) -> pb.DecisionTrace:
     trace = pb.DecisionTrace(resolved_by=plan.resolved_by, routes=[r.to_proto() for r in outcome.routes],
-                             template=outcome.template)
+                             template=outcome.template, cache=cache)
     for attempt in outcome.attempts:
         attempt.to_proto(trace.attempts.add())
     return trace

@@ -64,6 +64,10 @@ def build_usage_event(request: pb.ChatRequest, plan: Plan | None, outcome: Outco
         event.usage.CopyFrom(outcome.usage)
         if outcome.usage.estimated:
             event.usage_estimated = True
+    if outcome.cache_status:
+        event.cache_status = outcome.cache_status
+        if outcome.cache_status == "hit":  # the usage replayed with the answer costs 0
+            event.cache_hit, event.cost_saved_usd = True, outcome.cost_saved_usd
     if outcome.cancelled:
         event.status = "cancelled"
     elif outcome.error is not None:

@@ -429,6 +429,60 @@ class AnalyticsSpec(_Strict):
         return self
 
 
+# -------------------------------------------------------------------- cache --
+
+CacheMode = Literal["off", "read_write", "read_only", "write_only"]
+
+
+class CachePolicy(_Strict):
+    """Cache settings for one routing config, model or API key; what it leaves
+    unset comes from the less specific levels (key > route > model > default)."""
+
+    mode: CacheMode | None = None
+    ttl_s: Annotated[int, Field(ge=1)] | None = None
+
+
+class CacheSettings(_Strict):
+    """The router's response cache (``router/cache.py``): exact match on the
+    normalised request, shared by every router replica through the NATS
+    key-value bucket SWITCHYARD_CACHE. Absent from the file: off."""
+
+    mode: CacheMode = "read_write"
+    ttl_s: Annotated[int, Field(ge=1)] = 3600          # lifetime of a stored answer
+    max_ttl_s: Annotated[int, Field(ge=1)] = 86400     # the most a request's max-age / ttl may ask for
+    # Who shares entries: everyone in a tenant, one API key, or one end user of a tenant.
+    scope: Literal["tenant", "key", "end_user"] = "tenant"
+    # Also cache answers sampled at temperature > 0 (or the upstream default)
+    # without a seed: by default they are not reproducible, so not cached.
+    sampled: bool = False
+    max_entry_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 4 * 1024 * 1024  # larger: not stored
+    max_bytes: Annotated[int, Field(ge=1024 * 1024)] = 256 * 1024 * 1024  # the bucket; oldest evicted beyond it
+    lookup_timeout_s: Annotated[float, Field(gt=0, le=5)] = 0.25  # a slower store counts as a miss
+    # Per router replica: answers recently written or read, kept in memory so a repeated hit needs no NATS
+    # round trip (0: none).
+    local_bytes: Annotated[int, Field(ge=0)] = 64 * 1024 * 1024
+    routes: dict[Annotated[str, Field(pattern=_SLUG)], CachePolicy] = Field(default_factory=dict)
+    models: dict[str, CachePolicy] = Field(default_factory=dict)   # alias, model name or provider/model
+    keys: dict[str, CachePolicy] = Field(default_factory=dict)     # API key id
+
+    @field_validator("routes", mode="before")
+    @classmethod
+    def _strip_at(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {(k[1:] if isinstance(k, str) and k.startswith("@") else k): v for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _ttls_within_max(self) -> CacheSettings:
+        if self.ttl_s > self.max_ttl_s:
+            raise ValueError(f"ttl_s ({self.ttl_s}) exceeds max_ttl_s ({self.max_ttl_s})")
+        for level in ("routes", "models", "keys"):
+            for name, policy in getattr(self, level).items():
+                if policy.ttl_s is not None and policy.ttl_s > self.max_ttl_s:
+                    raise ValueError(f"{level}.{name}.ttl_s ({policy.ttl_s}) exceeds max_ttl_s ({self.max_ttl_s})")
+        return self
+
+
 class Config(_Strict):
     providers: dict[Annotated[str, Field(pattern=_NAME)], ProviderSpec]
     aliases: dict[str, str] = Field(default_factory=dict)
@@ -441,6 +495,7 @@ class Config(_Strict):
     analytics: AnalyticsSpec = AnalyticsSpec()
     tenants: dict[str, TenantSpec] = Field(default_factory=dict)
     governance: GovernanceSpec = GovernanceSpec()
+    cache: CacheSettings = CacheSettings(mode="off")  # a `cache:` section turns it on (mode read_write)
 
     @field_validator("routes", mode="before")
     @classmethod
@@ -637,6 +692,17 @@ def cross_references(config: Config) -> list[tuple[tuple[Any, ...], str]]:
     for name, template in config.templates.items():
         if template.model:
             check_model(template.model, ("templates", name, "model"))
+    for slug in config.cache.routes:
+        if slug not in config.routes:
+            problems.append((("cache", "routes", slug), f"routing config '@{slug}' does not exist"))
+    for identifier in config.cache.models:
+        if not config.model_known(identifier):
+            problems.append((("cache", "models", identifier), f"model {identifier!r} is not served by any "
+                                                                "provider or alias"))
+    key_ids = {k.id for k in config.api_keys}
+    for key_id in config.cache.keys:
+        if key_id not in key_ids:
+            problems.append((("cache", "keys", key_id), f"API key {key_id!r} does not exist"))
     ids = [t.id for t in config.templates.values() if t.id]
     if len(ids) != len(set(ids)):
         problems.append((("templates",), "template ids must be unique"))

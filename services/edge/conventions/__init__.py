@@ -13,14 +13,14 @@ from collections.abc import Mapping
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from edge.conventions import bifrost, mesh, modelux, muxx
+from edge.conventions import bifrost, http, mesh, modelux, muxx
 from edge.openai_schema import ChatCompletionRequest
 from switchyard.v1 import chat_pb2 as pb
 
 # Headers that may carry the client's API key, besides ``Authorization: Bearer``.
 API_KEY_HEADERS = ("x-muxx-api-key", "api-key", "x-api-key")
 
-HEADER_CONVENTIONS = (muxx,)
+HEADER_CONVENTIONS = (http, muxx)
 BODY_CONVENTIONS = (modelux, bifrost, mesh)
 CONVENTIONS = HEADER_CONVENTIONS + BODY_CONVENTIONS
 

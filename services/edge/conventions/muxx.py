@@ -1,5 +1,6 @@
-"""Muxx: ``X-Muxx-Metadata`` (a JSON object of tags), ``X-Muxx-Cache-Control:
-no-cache`` and ``X-Muxx-User-Id``. The API key header is read by ``auth``.
+"""Muxx: ``X-Muxx-Metadata`` (a JSON object of tags), ``X-Muxx-Cache-Control``
+(``no-cache``, ``no-store``, ``max-age=N``, as ``Cache-Control``) and
+``X-Muxx-User-Id``. The API key header is read by ``auth``.
 
 ``headers`` must look names up case-insensitively (aiohttp's headers) or
 hold lower-case names.
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 
 import orjson
 
+from edge.conventions.http import apply_cache_control
 from edge.openai_schema import ChatCompletionRequest, identifier_problem
 from switchyard.errors import InvalidRequestError
 from switchyard.v1 import chat_pb2 as pb
@@ -24,8 +26,7 @@ def apply(headers: Mapping[str, str], req: ChatCompletionRequest | None, routing
     if raw := headers.get(METADATA):
         routing.tags.update(parse_metadata(raw))
     if cache := headers.get(CACHE_CONTROL):
-        if "no-cache" in (directive.strip().lower() for directive in cache.split(",")):
-            routing.cache_skip = True
+        apply_cache_control(cache, "X-Muxx-Cache-Control", routing)
     if user := headers.get(USER_ID, "").strip():
         if problem := identifier_problem(user):
             raise InvalidRequestError(f"X-Muxx-User-Id {problem}", param="X-Muxx-User-Id")

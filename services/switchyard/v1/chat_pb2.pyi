@@ -221,7 +221,7 @@ class Sampling(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., max_completion_tokens: _Optional[int] = ..., presence_penalty: _Optional[float] = ..., frequency_penalty: _Optional[float] = ..., seed: _Optional[int] = ..., n: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., logit_bias: _Optional[_Mapping[str, float]] = ..., logprobs: _Optional[bool] = ..., top_logprobs: _Optional[int] = ..., top_k: _Optional[int] = ..., reasoning_effort: _Optional[str] = ..., verbosity: _Optional[str] = ..., parallel_tool_calls: _Optional[bool] = ..., service_tier: _Optional[str] = ..., modalities: _Optional[_Iterable[str]] = ..., stop_is_string: _Optional[bool] = ...) -> None: ...
 
 class RoutingContext(_message.Message):
-    __slots__ = ("tags", "end_user", "session_id", "cache_skip", "trace", "template", "variables", "fallbacks")
+    __slots__ = ("tags", "end_user", "session_id", "cache_skip", "trace", "template", "variables", "fallbacks", "cache_no_store", "cache_ttl_s", "cache_only")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -244,6 +244,9 @@ class RoutingContext(_message.Message):
     TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     VARIABLES_FIELD_NUMBER: _ClassVar[int]
     FALLBACKS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_NO_STORE_FIELD_NUMBER: _ClassVar[int]
+    CACHE_TTL_S_FIELD_NUMBER: _ClassVar[int]
+    CACHE_ONLY_FIELD_NUMBER: _ClassVar[int]
     tags: _containers.ScalarMap[str, str]
     end_user: str
     session_id: str
@@ -252,7 +255,10 @@ class RoutingContext(_message.Message):
     template: str
     variables: _containers.ScalarMap[str, str]
     fallbacks: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, tags: _Optional[_Mapping[str, str]] = ..., end_user: _Optional[str] = ..., session_id: _Optional[str] = ..., cache_skip: _Optional[bool] = ..., trace: _Optional[bool] = ..., template: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., fallbacks: _Optional[_Iterable[str]] = ...) -> None: ...
+    cache_no_store: bool
+    cache_ttl_s: int
+    cache_only: bool
+    def __init__(self, tags: _Optional[_Mapping[str, str]] = ..., end_user: _Optional[str] = ..., session_id: _Optional[str] = ..., cache_skip: _Optional[bool] = ..., trace: _Optional[bool] = ..., template: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., fallbacks: _Optional[_Iterable[str]] = ..., cache_no_store: _Optional[bool] = ..., cache_ttl_s: _Optional[int] = ..., cache_only: _Optional[bool] = ...) -> None: ...
 
 class Identity(_message.Message):
     __slots__ = ("key_id", "tenant", "allowed_models", "restricted", "default_model", "key_limit", "end_user_limit", "budgets", "max_concurrent", "tags")
@@ -376,7 +382,7 @@ class NativeFields(_message.Message):
     def __init__(self, api: _Optional[str] = ..., fields: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class Started(_message.Message):
-    __slots__ = ("provider", "provider_type", "model", "route", "route_version", "attempt", "request_id", "arm", "model_requested")
+    __slots__ = ("provider", "provider_type", "model", "route", "route_version", "attempt", "request_id", "arm", "model_requested", "cache")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_TYPE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -386,6 +392,7 @@ class Started(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ARM_FIELD_NUMBER: _ClassVar[int]
     MODEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
     provider: str
     provider_type: str
     model: str
@@ -395,7 +402,8 @@ class Started(_message.Message):
     request_id: str
     arm: str
     model_requested: str
-    def __init__(self, provider: _Optional[str] = ..., provider_type: _Optional[str] = ..., model: _Optional[str] = ..., route: _Optional[str] = ..., route_version: _Optional[int] = ..., attempt: _Optional[int] = ..., request_id: _Optional[str] = ..., arm: _Optional[str] = ..., model_requested: _Optional[str] = ...) -> None: ...
+    cache: str
+    def __init__(self, provider: _Optional[str] = ..., provider_type: _Optional[str] = ..., model: _Optional[str] = ..., route: _Optional[str] = ..., route_version: _Optional[int] = ..., attempt: _Optional[int] = ..., request_id: _Optional[str] = ..., arm: _Optional[str] = ..., model_requested: _Optional[str] = ..., cache: _Optional[str] = ...) -> None: ...
 
 class ToolCallDelta(_message.Message):
     __slots__ = ("index", "id", "name", "arguments", "signature")
@@ -512,16 +520,34 @@ class RouteDecision(_message.Message):
     def __init__(self, route: _Optional[str] = ..., version: _Optional[int] = ..., strategy: _Optional[str] = ..., chosen: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class DecisionTrace(_message.Message):
-    __slots__ = ("resolved_by", "attempts", "routes", "template")
+    __slots__ = ("resolved_by", "attempts", "routes", "template", "cache")
     RESOLVED_BY_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     ROUTES_FIELD_NUMBER: _ClassVar[int]
     TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
     resolved_by: str
     attempts: _containers.RepeatedCompositeFieldContainer[AttemptRecord]
     routes: _containers.RepeatedCompositeFieldContainer[RouteDecision]
     template: str
-    def __init__(self, resolved_by: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[AttemptRecord, _Mapping]]] = ..., routes: _Optional[_Iterable[_Union[RouteDecision, _Mapping]]] = ..., template: _Optional[str] = ...) -> None: ...
+    cache: CacheDecision
+    def __init__(self, resolved_by: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[AttemptRecord, _Mapping]]] = ..., routes: _Optional[_Iterable[_Union[RouteDecision, _Mapping]]] = ..., template: _Optional[str] = ..., cache: _Optional[_Union[CacheDecision, _Mapping]] = ...) -> None: ...
+
+class CacheDecision(_message.Message):
+    __slots__ = ("status", "reason", "stored", "key", "ttl_s", "age_s")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    TTL_S_FIELD_NUMBER: _ClassVar[int]
+    AGE_S_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    reason: str
+    stored: bool
+    key: str
+    ttl_s: int
+    age_s: float
+    def __init__(self, status: _Optional[str] = ..., reason: _Optional[str] = ..., stored: _Optional[bool] = ..., key: _Optional[str] = ..., ttl_s: _Optional[int] = ..., age_s: _Optional[float] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("status", "type", "code", "message", "param", "retryable", "retry_after_ms", "provider", "upstream_status", "headers")

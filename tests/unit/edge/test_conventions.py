@@ -9,7 +9,7 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from edge import conventions
-from edge.conventions import bifrost, mesh, modelux, muxx
+from edge.conventions import bifrost, http, mesh, modelux, muxx
 from edge.openai_schema import ChatCompletionRequest
 from edge.validation import parse_chat_request
 from switchyard.config import Limits
@@ -53,7 +53,47 @@ def test_muxx_headers_are_case_insensitive() -> None:
 
 
 def test_muxx_cache_control_other_values_do_not_skip() -> None:
-    assert routed({"x-muxx-cache-control": "max-age=60"}).cache_skip is False
+    routing = routed({"x-muxx-cache-control": "max-age=60"})
+    assert routing.cache_skip is False and routing.cache_no_store is False and routing.cache_ttl_s == 60
+
+
+# -------------------------------------------------------------------- http --
+
+
+def test_only_if_cached() -> None:
+    assert routed({"Cache-Control": "only-if-cached"}).cache_only
+    assert routed({"X-Muxx-Cache-Control": "max-age=5, Only-If-Cached"}).cache_only
+    assert not routed({"Cache-Control": "no-cache"}).cache_only
+
+
+@pytest.mark.parametrize(("value", "skip", "no_store", "ttl"), [
+    ("no-cache", True, False, None),
+    ("No-Store", False, True, None),
+    ("no-cache, no-store", True, True, None),
+    ("max-age=60", False, False, 60),
+    ('max-age="30", max-age=90', False, False, 30),    # the stricter of two
+    ("max-age=0", False, False, 0),
+    ("private, must-revalidate", False, False, None),  # other directives are ignored
+])
+def test_cache_control(value: str, skip: bool, no_store: bool, ttl: int | None) -> None:
+    for header in ("Cache-Control", "X-Muxx-Cache-Control"):
+        routing = routed({header: value})
+        assert (routing.cache_skip, routing.cache_no_store) == (skip, no_store)
+        assert (routing.cache_ttl_s if routing.HasField("cache_ttl_s") else None) == ttl
+
+
+@pytest.mark.parametrize("header", ["Cache-Control", "X-Muxx-Cache-Control"])
+@pytest.mark.parametrize("value", ["max-age=soon", "max-age=-1", "max-age=", "max-age=1.5", "max-age=\u0663"])
+def test_cache_control_bad_max_age(header: str, value: str) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        routed({header: value})
+    assert (info.value.status, info.value.param) == (400, header)
+
+
+def test_headers_take_the_lowest_max_age_and_the_body_wins() -> None:
+    assert routed({"cache-control": "max-age=10", "x-muxx-cache-control": "max-age=99"}).cache_ttl_s == 10
+    routing = routed({"cache-control": "max-age=10"}, **{"mlx:cache": {"ttl": 300, "no_store": True}})
+    assert routing.cache_ttl_s == 300 and routing.cache_no_store and not routing.cache_skip
 
 
 @pytest.mark.parametrize("raw", ["{not json", "[1, 2]", '"text"', "42", '{"nested": {"a": 1}}', '{"list": [1]}'])
@@ -90,8 +130,15 @@ def test_modelux_body_fields() -> None:
 
 
 def test_modelux_false_flags_set_nothing() -> None:
-    routing = routed(**{"mlx:cache": {"skip": False}, "mlx:trace": False})
+    routing = routed(**{"mlx:cache": {"skip": False, "no_store": False}, "mlx:trace": False})
     assert routing == pb.RoutingContext()
+
+
+@pytest.mark.parametrize("cache", [{"ttl": -1}, {"ttl": "60"}, {"skip": "yes"}, {"no_store": 1}])
+def test_modelux_bad_cache_controls(cache: dict[str, Any]) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        routed(**{"mlx:cache": cache})
+    assert info.value.status == 400 and info.value.param.startswith("mlx:cache")
 
 
 def test_body_wins_over_headers() -> None:
@@ -139,4 +186,4 @@ def test_nothing_set_means_empty_routing() -> None:
 
 
 def test_every_convention_module_is_applied() -> None:
-    assert conventions.CONVENTIONS == (muxx, modelux, bifrost, mesh)
+    assert conventions.CONVENTIONS == (http, muxx, modelux, bifrost, mesh)
