@@ -31,6 +31,8 @@ def mesh_config_data(limited_key: str) -> dict:
     data["providers"]["flaky"] = {**compat, "models": ["sim-flaky"],
                                   "breaker": {"consecutive_failures": 2, "cooldown_s": 1.5}}
     data["providers"]["openai"]["timeouts"] = {"first_token_s": 2, "between_chunks_s": 2, "total_s": 30}
+    # Retired upstream on 2026-11-30 (no longer shipped); the simulator still plays it for tests written for it.
+    data["providers"]["anthropic"]["models"].append({"id": "claude-sonnet-4-5", "max_output_tokens": 8192})
     # Tests script upstream failures on shared models: breakers stay out of their way except on `flaky`.
     data["breaker"] = {"enabled": False}
     data["routes"]["scoped"] = {"targets": ["gpt-4o-mini", "sim-backup"]}

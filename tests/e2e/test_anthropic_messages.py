@@ -16,10 +16,10 @@ from tests.e2e.test_chat import sim_requests
 from tests.e2e.test_usage import usage_events
 
 # upstream type -> (model through Switchyard, the simulator API that answers it)
-UPSTREAMS = {"anthropic": ("claude-sonnet-4-5", "anthropic"), "openai": ("gpt-4o-mini", "openai"),
+UPSTREAMS = {"anthropic": ("claude-sonnet-4-6", "anthropic"), "openai": ("gpt-4o-mini", "openai"),
              "gemini": ("gemini-2.5-flash", "gemini"), "openai_compat": ("sim-backup", "openai")}
 # A model of each type that can think.
-THINKERS = {"anthropic": "claude-sonnet-4-5", "openai": "o4-mini", "gemini": "gemini-2.5-flash",
+THINKERS = {"anthropic": "claude-sonnet-4-6", "openai": "o4-mini", "gemini": "gemini-2.5-flash",
             "openai_compat": "sim-backup"}
 WEATHER = {"name": "get_weather", "description": "Weather for a city.",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
@@ -133,13 +133,13 @@ async def test_signed_thinking_round_trip_to_anthropic(claude: AsyncAnthropic, m
     the assistant turn, byte for byte (the simulator checks signatures)."""
     thinking = {"type": "enabled", "budget_tokens": 1024}
     question = {"role": "user", "content": "call get_weather"}
-    async with claude.messages.stream(model="claude-sonnet-4-5", max_tokens=2048, thinking=thinking,
+    async with claude.messages.stream(model="claude-sonnet-4-6", max_tokens=2048, thinking=thinking,
                                       tools=[WEATHER], messages=[question]) as stream:
         first = await stream.get_final_message()
     assert [b.type for b in first.content] == ["thinking", "tool_use"]
     call = first.content[1]
     tag = marker()
-    answer = await claude.messages.create(model="claude-sonnet-4-5", max_tokens=2048, thinking=thinking,
+    answer = await claude.messages.create(model="claude-sonnet-4-6", max_tokens=2048, thinking=thinking,
                                           tools=[WEATHER], messages=[
         question, {"role": "assistant", "content": first.content},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": f"rain {tag}"}]},
@@ -154,7 +154,7 @@ async def test_cache_control_and_documents_reach_anthropic(claude: AsyncAnthropi
     tag = marker()
     cached = {"type": "ephemeral", "ttl": "1h"}
     await claude.messages.create(
-        model="claude-sonnet-4-5", max_tokens=100,
+        model="claude-sonnet-4-6", max_tokens=100,
         system=[{"type": "text", "text": "You are terse.", "cache_control": cached}],
         messages=[{"role": "user", "content": [
             {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "The sky is green."},
@@ -179,7 +179,7 @@ async def test_routing_config_scope_and_usage(claude: AsyncAnthropic, mesh: Mesh
     async with AsyncAnthropic(base_url=mesh.base_url.removesuffix("/v1"), api_key=mesh.limited_key,  # type: ignore[attr-defined]
                               max_retries=0) as limited:
         with pytest.raises(anthropic.PermissionDeniedError) as info:
-            await limited.messages.create(model="claude-sonnet-4-5", max_tokens=10,
+            await limited.messages.create(model="claude-sonnet-4-6", max_tokens=10,
                                           messages=[{"role": "user", "content": "hi"}])
         assert info.value.body["error"]["type"] == "permission_error"
         ok = await limited.messages.create(model="@scoped", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
@@ -188,7 +188,7 @@ async def test_routing_config_scope_and_usage(claude: AsyncAnthropic, mesh: Mesh
 
 async def test_errors_in_anthropic_shape(claude: AsyncAnthropic, mesh: Mesh) -> None:
     with pytest.raises(anthropic.BadRequestError) as info:
-        await claude.messages.create(model="claude-sonnet-4-5", max_tokens=10, extra_body={"temperature": 1.5},
+        await claude.messages.create(model="claude-sonnet-4-6", max_tokens=10, extra_body={"temperature": 1.5},
                                      messages=[{"role": "user", "content": "hi"}])
     assert info.value.body == {"type": "error", "error": {
         "type": "invalid_request_error", "message": "temperature: Input should be less than or equal to 1"}}
@@ -197,7 +197,7 @@ async def test_errors_in_anthropic_shape(claude: AsyncAnthropic, mesh: Mesh) -> 
     assert info.value.body["error"]["type"] == "not_found_error"
     async with AsyncAnthropic(base_url=mesh.base_url.removesuffix("/v1"), api_key="sy_wrong", max_retries=0) as bad:
         with pytest.raises(anthropic.AuthenticationError) as info:
-            await bad.messages.create(model="claude-sonnet-4-5", max_tokens=10,
+            await bad.messages.create(model="claude-sonnet-4-6", max_tokens=10,
                                       messages=[{"role": "user", "content": "hi"}])
     assert info.value.body["error"]["type"] == "authentication_error"
     # An upstream failure before any output: the upstream's status, in Anthropic's shape.

@@ -23,10 +23,10 @@ async def test_config_validate(tmp_path: Path) -> None:
     ok = await switchyard("config", "validate", str(DEFAULT_CONFIG))
     assert ok.returncode == 0 and "valid (4 providers" in ok.stdout
     broken = tmp_path / "broken.yaml"
-    broken.write_text(DEFAULT_CONFIG.read_text().replace("  smart: anthropic/claude-sonnet-4-5",
-                                                         "  smart: nowhere/claude-sonnet-4-5"))
+    broken.write_text(DEFAULT_CONFIG.read_text().replace("  smart: anthropic/claude-sonnet-4-6",
+                                                         "  smart: nowhere/claude-sonnet-4-6"))
     bad = await switchyard("config", "validate", str(broken))
-    line = broken.read_text().splitlines().index("  smart: nowhere/claude-sonnet-4-5") + 1
+    line = broken.read_text().splitlines().index("  smart: nowhere/claude-sonnet-4-6") + 1
     assert bad.returncode == 1 and str(broken) in bad.stderr and f"aliases.smart (line {line})" in bad.stderr
     broken.write_text("providers:\n  a: [unclosed\n")
     syntax = await switchyard("config", "validate", str(broken))

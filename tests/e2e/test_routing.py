@@ -100,8 +100,8 @@ async def test_conditional_routes_on_tags_from_body_or_header(client: AsyncOpenA
                     pass
             return response.headers["x-modelux-model-used"]
 
-    assert await used(extra_body={"mlx:tags": {"tier": "premium"}}) == "claude-sonnet-4-5"
-    assert await used(extra_headers={"X-Muxx-Metadata": json.dumps({"tier": "premium"})}) == "claude-sonnet-4-5"
+    assert await used(extra_body={"mlx:tags": {"tier": "premium"}}) == "claude-sonnet-4-6"
+    assert await used(extra_headers={"X-Muxx-Metadata": json.dumps({"tier": "premium"})}) == "claude-sonnet-4-6"
     assert await used(extra_body={"mlx:tags": {"tier": "free"}}) == "gpt-4o-mini"  # default: @production → fast
 
 
