@@ -46,7 +46,7 @@ SIMULATED_PROVIDERS = {
 LAUNCHER_SETTINGS = ("SWITCHYARD_EDGE_ADDRESS", "SWITCHYARD_ROUTER_ADDRESS", "SWITCHYARD_PROVIDERS_ADDRESS",
                      "SWITCHYARD_ANALYTICS_ADDRESS", "SWITCHYARD_EDGE_ROUTER_TARGET",
                      "SWITCHYARD_ROUTER_PROVIDERS_TARGET", "SWITCHYARD_EDGE_ANALYTICS_TARGET",
-                     "SWITCHYARD_NATS_URL", "SWITCHYARD_ROUTER_SPOOL")
+                     "SWITCHYARD_NATS_URL", "SWITCHYARD_ROUTER_SPOOL", "SWITCHYARD_EDGE_SPOOL")
 
 
 class MeshError(RuntimeError):
@@ -222,6 +222,7 @@ class Mesh:
             "SWITCHYARD_EDGE_ADDRESS": f"unix:{self.sockets['edge']}",
             "SWITCHYARD_EDGE_ROUTER_TARGET": f"unix:{self.sockets['envoy-router']}",
             "SWITCHYARD_EDGE_ANALYTICS_TARGET": f"unix:{self.sockets['analytics']}",
+            "SWITCHYARD_EDGE_SPOOL": str(run / "spool" / "edge.usage"),
             "SWITCHYARD_NATS_URL": self.nats_url_for("edge"),
         }, (self.sockets["edge"],))
         envoy_config = run / "envoy.yaml"

@@ -10,7 +10,8 @@ a prefix pattern), so the key-value buckets a router may use are listed in
   purge, delete or reconfigure it: new limits could drop events just as a
   purge does), create/read/write/watch the KV buckets, size the response
   cache's bucket and announce cache writes to the other routers.
-- ``edge``: create/read/write/watch the managed-keys bucket; nothing else.
+- ``edge``: create/read/write/watch the managed-keys bucket, and publish the
+  usage event of an answer whose router died mid-answer.
 - ``analytics``: read the usage stream through its own consumers and ack;
   nothing else (it cannot publish events).
 - ``admin``: everything, including purging and deleting streams (operators).
@@ -68,8 +69,9 @@ def permissions(user: str) -> dict[str, Any] | None:
         for bucket in KV_BUCKETS:
             publish += _kv_publish(bucket)
         subscribe.append(CACHE_INDEX)
-    elif user == "edge":
-        publish = [p for bucket in EDGE_KV_BUCKETS for p in _kv_publish(bucket)]
+    elif user == "edge":  # managed keys; and the usage of answers whose router died mid-answer
+        publish = [f"{SUBJECT_PREFIX}.>", f"{API}.STREAM.CREATE.{STREAM}", f"{API}.STREAM.INFO.{STREAM}"]
+        publish += [p for bucket in EDGE_KV_BUCKETS for p in _kv_publish(bucket)]
     elif user == "analytics":
         publish = [f"{API}.STREAM.INFO.{STREAM}", f"{API}.STREAM.NAMES",
                    f"{API}.CONSUMER.CREATE.{STREAM}", f"{API}.CONSUMER.CREATE.{STREAM}.>",

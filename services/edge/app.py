@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+from pathlib import Path
 
 import orjson
 from aiohttp import web
@@ -18,8 +19,10 @@ from edge.auth import KeyStore
 from edge.handlers import Handlers, request_id_for, request_id_headers
 from edge.managed_keys import ManagedKeys
 from edge.openapi import openapi_document
+from edge.orphan_usage import OrphanUsage
 from switchyard import telemetry
 from switchyard.config import Config
+from switchyard.events import UsagePublisher
 
 log = logging.getLogger(__name__)
 HANDLERS = web.AppKey("handlers", Handlers)
@@ -48,11 +51,16 @@ async def _not_found(request: web.Request) -> web.Response:
 def create_app(config: Config, router_target: str, request_timeout_s: float = 600.0,
                tracer: Tracer | None = None) -> web.Application:
     keys = KeyStore(config.api_keys)
+    nats_url = os.environ.get("SWITCHYARD_NATS_URL")
+    # The usage of answers whose router died mid-answer (orphan_usage.py).
+    orphans = OrphanUsage(UsagePublisher(nats_url, Path(os.environ.get("SWITCHYARD_EDGE_SPOOL",
+                                                                       "var/spool/edge.usage"))), config) \
+        if nats_url else None
     handlers = Handlers(config, keys, router_target, request_timeout_s,
                         transport=os.environ.get("SWITCHYARD_TRANSPORT", "session"),
                         sessions=int(os.environ.get("SWITCHYARD_EDGE_SESSIONS", "2")),
                         sse_heartbeat_s=float(os.environ.get("SWITCHYARD_EDGE_SSE_HEARTBEAT_S", "15")),
-                        tracer=tracer)
+                        tracer=tracer, orphans=orphans)
     # Bodies are read by the handler against the same limit, with an OpenAI 413.
     app = web.Application(client_max_size=config.limits.max_body_bytes, middlewares=[_request_id])
     app[HANDLERS] = handlers
@@ -69,7 +77,6 @@ def create_app(config: Config, router_target: str, request_timeout_s: float = 60
     app.router.add_get("/readyz", handlers.ready)
     app.router.add_get("/openapi.json", lambda _: web.Response(body=openapi, content_type="application/json"))
     analytics_proxy.register(app, config, keys)
-    nats_url = os.environ.get("SWITCHYARD_NATS_URL")
     managed = ManagedKeys(nats_url, keys.set_managed) if nats_url else None
     KeysAdmin(keys, managed, config.api_keys).register(app)
     app.router.add_route("*", "/{tail:.*}", _not_found)
@@ -77,11 +84,15 @@ def create_app(config: Config, router_target: str, request_timeout_s: float = 60
     async def _open(_: web.Application) -> None:
         if managed is not None:
             await managed.start()
+        if orphans is not None:
+            await orphans.publisher.start()
 
     async def _close(_: web.Application) -> None:
         await handlers.close()
         if managed is not None:
             await managed.close()
+        if orphans is not None:
+            await orphans.close()
 
     app.on_startup.append(_open)
     app.on_cleanup.append(_close)

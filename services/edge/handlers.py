@@ -34,8 +34,9 @@ from edge.bounded_writer import BoundedWriter, SlowReaderError, slow_reader_erro
 from edge.embeddings import parse_embedding_request, to_embed_request
 from edge.embeddings import render as render_embeddings
 from edge.frontdoor import ANTHROPIC_MESSAGES, OPENAI_CHAT, FrontDoor, StreamRenderer
+from edge.orphan_usage import OrphanUsage, RelayStats
 from edge.transcode import error_status, extra_fields, identity_of
-from switchyard import attributes, telemetry
+from switchyard import attributes, event_tags, telemetry
 from switchyard.config import ApiKeySpec, Config
 from switchyard.errors import (
     InvalidRequestError,
@@ -146,8 +147,9 @@ def _final_headers(headers: dict[str, str], latency_ms: float, usage: pb.Usage |
 class Handlers:
     def __init__(self, config: Config, keys: KeyStore, router_target: str, request_timeout_s: float, *,
                  transport: str = "session", sessions: int = 2, sse_heartbeat_s: float = 15.0,
-                 tracer: Tracer | None = None) -> None:
+                 tracer: Tracer | None = None, orphans: OrphanUsage | None = None) -> None:
         self.limits = config.limits
+        self.orphans = orphans
         self.tracer = tracer
         self.sse_heartbeat_s = sse_heartbeat_s
         self.keys = keys
@@ -228,7 +230,9 @@ class Handlers:
 
         request_bytes = chat.SerializeToString()
         deadline = started_at + self.request_timeout_s
-        events = self._events(request_bytes, deadline)
+        stats = RelayStats()
+        started: pb.Started | None = None
+        events = self._events(request_bytes, deadline, stats)
         try:
             try:
                 first = await anext(events)
@@ -238,26 +242,36 @@ class Handlers:
                 # Nothing was sent anywhere yet: one retry, on a fresh session
                 # (and so possibly another router replica), within the same deadline.
                 await events.aclose()
-                events = self._events(request_bytes, deadline)
+                events = self._events(request_bytes, deadline, stats)
                 first = await anext(events)
             if first.HasField("error"):
                 return _proto_error_response(first.error, request_id_headers(request_id), door)
             started = first.started
             if chat.stream:
-                return await self._stream(request, door, chat, started, events, request_id, started_at)
+                return await self._stream(request, door, chat, started, events, request_id, started_at, stats)
             return await self._complete(door, chat, started, events, request_id, started_at)
         except StopAsyncIteration:
             return json_error(UnavailableError("the router ended the stream without an answer"), request_id, door)
         except TransportError as exc:
             log.warning("router call failed: %s", exc.code.name)
+            stats.router_lost = started is not None
             return _proto_error_response(router_failure(exc), request_id_headers(request_id), door)
         finally:
             await events.aclose()
+            if self.orphans is not None and started is not None:
+                self.orphans.record(chat, started, stats, started_at)
 
-    async def _events(self, request_bytes: bytes, deadline: float) -> AsyncIterator[pb.ChatEvent]:
+    async def _events(self, request_bytes: bytes, deadline: float, stats: RelayStats) -> AsyncIterator[pb.ChatEvent]:
         """The router's events for one request, bounded by the request's
-        deadline (a ``time.monotonic()`` instant) on every hop."""
+        deadline (a ``time.monotonic()`` instant) on every hop; ``stats``
+        counts what was relayed (for an answer whose router dies)."""
         async for raw in self._chat(request_bytes, max(deadline - time.monotonic(), 0.001)):
+            tag = raw[0]
+            if tag == event_tags.CHUNK:
+                stats.chunks += 1
+                stats.chunk_bytes += len(raw)
+            elif tag == event_tags.USAGE:
+                stats.usage_seen = True
             yield pb.ChatEvent.FromString(raw)
 
     async def _complete(self, door: FrontDoor, chat: pb.ChatRequest, started: pb.Started, events,
@@ -288,7 +302,7 @@ class Handlers:
         return web.Response(body=body, content_type=JSON, headers=headers)
 
     async def _stream(self, request: web.Request, door: FrontDoor, chat: pb.ChatRequest, started: pb.Started,
-                      events, request_id: str, started_at: float) -> web.StreamResponse:
+                      events, request_id: str, started_at: float, stats: RelayStats) -> web.StreamResponse:
         headers = _started_headers(started, request_id)
         headers["content-type"] = "text/event-stream"
         headers["cache-control"] = "no-cache"
@@ -320,6 +334,7 @@ class Handlers:
                     break
         except TransportError as exc:
             log.warning("router stream broke mid-answer: %s", exc.code.name)
+            stats.router_lost = True
         except SlowReaderError:
             log.info("client not reading: stream ended with over %d bytes unread", out.max_buffered)
             error = slow_reader_error(out.max_buffered)

@@ -9,8 +9,7 @@ from typing import Protocol
 
 from router.execute import Outcome, bill
 from router.routes import Plan, RoutingTable
-from switchyard import tokens
-from switchyard.catalogue import cost_usd, price_for
+from switchyard.metering import estimate_cut_answer
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import usage_pb2 as upb
 
@@ -79,22 +78,11 @@ def build_usage_event(request: pb.ChatRequest, plan: Plan | None, outcome: Outco
 
 def bill_unfinished(request: pb.ChatRequest, outcome: Outcome, table: RoutingTable,
                     delivered_tokens: int | None = None) -> None:
-    """An answer that ended before its usage event (client gone, deadline,
-    a router or provider failure mid-stream, a budget cut) is billed for the
-    whole prompt and the output it produced, estimated (``switchyard.tokens``)
-    and marked as such. ``delivered_tokens``: a count already made from the
-    chunks' text (hard budgets), else it is estimated from their wire size."""
+    """Bill an answer that ended before its usage event for what it produced,
+    by estimate (``switchyard.metering.estimate_cut_answer``)."""
     started = outcome.started
     if not outcome.unbilled or started is None:
         return
     outcome.unbilled = False
-    completion = delivered_tokens if delivered_tokens is not None else \
-        tokens.relayed_tokens(outcome.chunks, outcome.chunk_bytes)
-    prompt = tokens.prompt_tokens(request)
-    usage = pb.Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
-                     estimated=True)
-    provider = table.config.providers.get(started.provider)
-    if provider is not None:
-        spec = provider.model(started.model)
-        usage.cost_usd = cost_usd(price_for(provider.type, started.model, spec.pricing if spec else None), usage)
-    bill(outcome, usage)
+    bill(outcome, estimate_cut_answer(request, started, outcome.chunks, outcome.chunk_bytes, table.config,
+                                      delivered_tokens))

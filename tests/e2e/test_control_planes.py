@@ -98,7 +98,7 @@ async def test_services_cannot_purge_delete_or_shrink_the_usage_stream(client: A
     assert await stream_size(admin) == before
 
 
-async def test_only_the_router_may_publish_usage(client: AsyncOpenAI, mesh: Mesh, connect) -> None:
+async def test_analytics_cannot_forge_usage(client: AsyncOpenAI, mesh: Mesh, connect) -> None:
     await metered_request(client, mesh)
     admin = await connect("admin")
     before = await stream_size(admin)

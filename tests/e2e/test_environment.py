@@ -42,6 +42,7 @@ CHECKED = {
     "SWITCHYARD_ROUTER_PROVIDERS_TARGET": "test_launcher_decides_addresses_and_nats",
     "SWITCHYARD_NATS_URL": "test_launcher_decides_addresses_and_nats",
     "SWITCHYARD_ROUTER_SPOOL": "test_launcher_decides_addresses_and_nats",
+    "SWITCHYARD_EDGE_SPOOL": "test_launcher_decides_addresses_and_nats",
     "SWITCHYARD_CONFIG": "test_config_and_api_key_come_from_the_environment",
     "SWITCHYARD_API_KEY": "test_config_and_api_key_come_from_the_environment",
     "SWITCHYARD_<PROVIDER>_BASE_URL": "test_provider_base_url_and_key_overrides",
@@ -138,7 +139,8 @@ def env_mesh(simulator: SimServer) -> Iterator[Mesh]:
         "SWITCHYARD_EDGE_ADDRESS": "127.0.0.1:1", "SWITCHYARD_ROUTER_ADDRESS": "127.0.0.1:1",
         "SWITCHYARD_PROVIDERS_ADDRESS": "127.0.0.1:1", "SWITCHYARD_EDGE_ROUTER_TARGET": "127.0.0.1:1",
         "SWITCHYARD_ROUTER_PROVIDERS_TARGET": "127.0.0.1:1", "SWITCHYARD_NATS_URL": "nats://127.0.0.1:1",
-        "SWITCHYARD_ROUTER_SPOOL": "/nonexistent/spool", "SWITCHYARD_ANALYTICS_ADDRESS": "127.0.0.1:1",
+        "SWITCHYARD_ROUTER_SPOOL": "/nonexistent/spool", "SWITCHYARD_EDGE_SPOOL": "/nonexistent/spool",
+        "SWITCHYARD_ANALYTICS_ADDRESS": "127.0.0.1:1",
         "SWITCHYARD_EDGE_ANALYTICS_TARGET": "127.0.0.1:1",
     })
     with running_mesh(MeshSettings(run_dir=run_dir, public_port=0, environ=environ)) as mesh:
@@ -234,6 +236,7 @@ async def test_launcher_decides_addresses_and_nats(env_mesh: Mesh, env_client: A
     assert router["SWITCHYARD_ROUTER_SPOOL"].startswith(str(env_mesh.settings.run_dir))
     edge = service_environ(env_mesh, "edge")
     assert edge["SWITCHYARD_NATS_URL"] == env_mesh.nats_url_for("edge")  # each service its own NATS user
+    assert edge["SWITCHYARD_EDGE_SPOOL"].startswith(str(env_mesh.settings.run_dir))
     assert edge["SWITCHYARD_EDGE_ANALYTICS_TARGET"] == f"unix:{env_mesh.sockets['analytics']}"
     analytics = service_environ(env_mesh, "analytics")
     assert analytics["SWITCHYARD_ANALYTICS_ADDRESS"] == f"unix:{env_mesh.sockets['analytics']}"

@@ -111,7 +111,10 @@ async def test_keys_limits_and_budgets_across_two_routers(governed_mesh: Mesh) -
     assert await status_of(mesh, rotated) == 401
 
     # A budget raced by 20 concurrent requests on both routers: only what fits in it is admitted.
-    text = "tell me [[sim tokens=5]]"
+    # The answers take 1.5 s, so every admission is decided while the first four
+    # still hold their worst-case reservations (a settled request frees its
+    # unused reservation, which would rightly admit a fifth).
+    text = "tell me [[sim tokens=5 delay_ms=1500]]"
     worst = worst_cost(text, 100)
     budget = worst * 4.5
     budgeted = cli(mesh, "create", "--id", "team-b", "--budget-usd", f"{budget:.9f}", "--budget-period", "daily")
