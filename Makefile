@@ -45,6 +45,7 @@ proto-check: setup
 
 bench: setup
 	$(PY) tests/bench/bench_pipeline.py
+	$(PY) tests/bench/bench_hops.py
 	$(PY) tests/bench/bench_governance.py
 	$(PY) tests/bench/bench.py
 	$(PY) tests/bench/bench_cache.py
