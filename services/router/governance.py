@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from router.budgets import commit_op, renew_op, reserve_op
 from router.ledger import Ledger, StoreUnavailableError
 from router.limits import RateDecision, adjust_op, admit_op, headers
-from router.routes import Branch, Plan, RoutingTable, leaves
+from router.routes import Branch, Leaf, Plan, RoutingTable, leaves
 from switchyard import tokens
 from switchyard.catalogue import facts, price_for
-from switchyard.config import GovernanceSpec
+from switchyard.config import GovernanceSpec, RateLimitSpec
 from switchyard.errors import SwitchyardError
 from switchyard.v1 import chat_pb2 as pb
 
@@ -85,6 +85,26 @@ class Grant:
     meter: StreamMeter | None = None
 
 
+def shared_limits(plan: Plan, table: RoutingTable) -> list[_Rate]:
+    """The limits every key shares: the routing config the request names, or
+    the model it names directly (a plain model, not a config's targets)."""
+    spec: RateLimitSpec | None = None
+    if plan.route:
+        route = table.config.routes.get(plan.route)
+        spec = route.limits if route else None
+        key, label = f"rl.r.{_name(plan.route)}", f"routing config @{plan.route}"
+    elif isinstance(plan.root, Leaf):
+        target = plan.root.target
+        provider = table.config.providers.get(target.provider)
+        model = provider.model(target.model) if provider else None
+        spec = model.limits if model else None
+        key, label = f"rl.m.{_name(target.name)}", f"model {target.model}"
+    if spec is None or not (spec.rpm or spec.tpm):
+        return []
+    return [_Rate(key, pb.RateLimit(rpm=spec.rpm or 0, tpm=spec.tpm or 0,
+                                    fail_closed=spec.on_store_unavailable == "closed"), label)]
+
+
 def _name(value: str) -> str:
     return value if _PLAIN.match(value) else hashlib.blake2b(value.encode(), digest_size=12).hexdigest()
 
@@ -107,10 +127,12 @@ class Governor:
     async def admit(self, request: pb.ChatRequest, plan: Plan, table: RoutingTable) -> Grant | None:
         identity = request.identity
         tenant = table.config.tenants.get(identity.tenant) if table.config.tenants else None
+        shared = shared_limits(plan, table)
         if not (identity.HasField("key_limit") or identity.HasField("end_user_limit") or identity.budgets
-                or identity.max_concurrent or (tenant is not None and tenant.budgets)):
+                or identity.max_concurrent or (tenant is not None and tenant.budgets) or shared):
             return None
         grant = Grant(request.request_id)
+        grant.rates.extend(shared)
         key = _name(identity.key_id)
         end_user = request.routing.end_user or request.user
         user = _name(end_user) if end_user else ""

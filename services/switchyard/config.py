@@ -66,8 +66,21 @@ class BreakerSettings(_Strict):
     cooldown_s: Annotated[float, Field(gt=0)] = 30.0
 
 
+class RateLimitSpec(_Strict):
+    """Requests and tokens (prompt + completion) per minute, in a sliding
+    (GCRA) window shared by every router replica. Tokens are reserved at
+    admission as an estimate (prompt + max_tokens, or the model's output
+    limit) and reconciled to the actual usage at the end."""
+
+    rpm: Annotated[int, Field(ge=1)] | None = None
+    tpm: Annotated[int, Field(ge=1)] | None = None
+    # NATS unreachable: admit (open, the default for rate limits) or refuse with 503 (closed).
+    on_store_unavailable: Literal["open", "closed"] = "open"
+
+
 class ModelSpec(_Strict):
     id: Annotated[str, Field(min_length=1)]
+    limits: RateLimitSpec | None = None  # shared by every key asking for this model by name
     pricing: Pricing | None = None
     timeouts: Timeouts | None = None
     max_output_tokens: Annotated[int, Field(ge=1)] | None = None
@@ -129,18 +142,6 @@ def duration_s(text: str) -> int:
     if not match:
         raise ValueError(f"{text!r} is not a duration like 30m, 24h or 7d")
     return int(match.group(1)) * _SECONDS[match.group(2)]
-
-
-class RateLimitSpec(_Strict):
-    """Requests and tokens (prompt + completion) per minute, in a sliding
-    (GCRA) window shared by every router replica. Tokens are reserved at
-    admission as an estimate (prompt + max_tokens, or the model's output
-    limit) and reconciled to the actual usage at the end."""
-
-    rpm: Annotated[int, Field(ge=1)] | None = None
-    tpm: Annotated[int, Field(ge=1)] | None = None
-    # NATS unreachable: admit (open, the default for rate limits) or refuse with 503 (closed).
-    on_store_unavailable: Literal["open", "closed"] = "open"
 
 
 class BudgetSpec(_Strict):
@@ -354,6 +355,7 @@ class RouteSpec(_Strict):
     sticky: Annotated[str, Field(pattern=r"^(end_user|session|key|tenant|tag:.+)$")] | None = None
     gate: CascadeGate = CascadeGate()
     retry: RetryPolicy | None = None
+    limits: RateLimitSpec | None = None  # shared by every key asking for this config
 
     @model_validator(mode="after")
     def _strategy_fields(self) -> RouteSpec:

@@ -310,3 +310,24 @@ async def test_a_client_that_leaves_mid_stream_is_billed_for_what_was_generated(
     event = sink.events[0]
     assert event.status == "cancelled" and event.usage_estimated
     assert 10 * 8 <= event.usage.completion_tokens <= 11 * 8 + 2  # what was generated so far, not 0
+
+
+async def test_limits_of_a_routing_config_and_of_a_model_are_shared_by_every_key() -> None:
+    config = BASE.replace("    models: [m1, m3]", "    models: [{id: m1, limits: {rpm: 1}}, m3]") + \
+        "routes:\n  busy:\n    limits: {rpm: 2}\n    targets: [m3]\n"
+    routing_table = RoutingTable(parse_config(config))
+    governor = memory_governor()
+    answers = [[chunk("ok", "stop"), usage(1)] for _ in range(4)]
+    provider = Provider(*answers)
+    statuses = []
+    for key in ("k1", "k2", "k3"):  # three keys without limits of their own
+        events, _ = await run_pipeline(limited(key, model="@busy"), provider, governor, routing_table)
+        statuses.append(events[0].error.status if events[0].HasField("error") else 200)
+    assert statuses == [200, 200, 429]
+    assert "routing config @busy" in events[0].error.message
+    assert events[0].error.headers["x-ratelimit-limit-requests"] == "2"
+    events, _ = await run_pipeline(limited("k1", model="m1"), provider, governor, routing_table)
+    assert events[0].HasField("started")
+    events, _ = await run_pipeline(limited("k2", model="m1"), provider, governor, routing_table)
+    assert events[0].error.status == 429 and "model m1" in events[0].error.message
+    assert len(provider.requests) == 3  # the refused ones reached no provider
