@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup run test lint proto proto-check bench clean chromium
+.PHONY: setup run test lint proto proto-check k8s k8s-check bench soak clean chromium
 
 setup: $(VENV)/.installed $(VENV)/bin/switchyard
 
@@ -24,9 +24,9 @@ $(VENV)/bin/switchyard: $(VENV)/.installed
 	chmod +x $@
 
 run: setup
-	$(PY) deploy/local/run.py
+	$(PY) deploy/local/run.py $(ARGS)
 
-test: setup proto-check lint chromium
+test: setup proto-check k8s-check lint chromium
 	$(PY) -m pytest -q
 
 # The dashboard test drives Debian's chromium (installed once, quietly).
@@ -43,11 +43,23 @@ proto: setup
 proto-check: setup
 	$(PY) proto/generate.py --check
 
+# Kubernetes: regenerate the ConfigMaps rendered from envoy/ templates, the
+# NATS users and the shipped config (deploy/k8s/generate.py), or check them.
+k8s: setup
+	$(PY) deploy/k8s/generate.py
+
+k8s-check: setup
+	$(PY) deploy/k8s/generate.py --check
+
+soak: setup
+	SWITCHYARD_SOAK_S=300 $(PY) -m pytest -q -s -p no:cacheprovider tests/fault/test_soak.py
+
 bench: setup
 	$(PY) tests/bench/bench_pipeline.py
 	$(PY) tests/bench/bench_hops.py
 	$(PY) tests/bench/bench_governance.py
 	$(PY) tests/bench/bench.py
+	$(PY) tests/bench/bench.py --observability
 	$(PY) tests/bench/bench_cache.py
 
 clean:

@@ -107,12 +107,32 @@ class Settings:
 
 @dataclasses.dataclass(frozen=True)
 class Egress:
-    """A sidecar egress listener: the local app dials ``listen_addr`` to reach ``upstream_addrs``."""
+    """A sidecar egress listener: the local app dials ``listen_addr`` to reach ``upstream_addrs``.
+    With mTLS, ``peer`` is the identity (URI SAN) the callee must present."""
 
     name: str
     listen_addr: str
     upstream_addrs: Sequence[str]
     protocol: str = "grpc"  # grpc | http
+    peer: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Tls:
+    """mTLS between Kubernetes sidecars: this proxy's identity (the URI SAN of
+    its certificate) and the mounted Secret holding its certificate, key and
+    the CA that signs every peer's (cert-manager's tls.crt, tls.key, ca.crt).
+    Envoy reads the files at start: a renewed certificate takes a restart."""
+
+    identity: str
+    directory: str = "/etc/switchyard/tls"
+
+    @staticmethod
+    def spiffe(service: str, trust_domain: str = "switchyard") -> str:
+        return f"spiffe://{trust_domain}/{service}"
+
+
+HEALTH_PATHS = {"grpc": ("/grpc.health.v1.Health/",), "http": ("/healthz", "/readyz")}
 
 
 class EnvoySettingsError(RuntimeError):
@@ -159,9 +179,10 @@ LOCAL_REPLIES = (
 def render_local(*, public_addr: str, edge_addr: str | Sequence[str], router_listen_addr: str,
                  router_addrs: str | Sequence[str], provider_listen_addr: str, provider_addrs: str | Sequence[str],
                  admin_port: int = 0, admin_path: str | None = None, settings: Settings | None = None,
-                 node_id: str = "switchyard-local") -> str:
+                 node_id: str = "switchyard-local", stats_addr: str | None = None) -> str:
     """One Envoy for the whole local mesh: the public front listener and the two gRPC hops.
-    ``admin_path`` puts the admin interface on a Unix socket (mode 0600) instead of 127.0.0.1."""
+    ``admin_path`` puts the admin interface on a Unix socket (mode 0600) instead of 127.0.0.1;
+    ``stats_addr`` serves Envoy's Prometheus stats there (see ``stats_listener``)."""
     s = settings or Settings()
     local = _internal_addresses(LOOPBACK_CIDRS)
     listeners = [
@@ -174,41 +195,121 @@ def render_local(*, public_addr: str, edge_addr: str | Sequence[str], router_lis
         _cluster("grpc_cluster", "router", router_addrs, s),
         _cluster("grpc_cluster", "provider", provider_addrs, s),
     ]
+    if stats_addr is not None:
+        admin = f"unix:{admin_path}" if admin_path else f"127.0.0.1:{admin_port}"
+        listener, cluster = stats_listener(stats_addr, admin, s)
+        listeners.append(listener)
+        clusters.append(cluster)
     return _document("front.yaml.tmpl and sidecar.yaml.tmpl", node_id, admin_path or admin_port, listeners,
                      clusters, s)
 
 
+STATS_PATH = "/stats/prometheus"
+
+
+def stats_listener(addr: str, admin_addr: str, s: Settings,
+                   internal_cidrs: Sequence[str] = ()) -> tuple[Any, Any]:
+    """A listener on ``addr`` (keep it on loopback) that serves only the
+    admin interface's ``/stats/prometheus`` (read-only) from ``admin_addr``,
+    so Prometheus can scrape Envoy while the admin API itself stays on its
+    private socket; any other path gets Envoy's JSON 404. Built from the same
+    fragments as every listener, so it keeps every promised setting.
+    ``internal_cidrs``: who else may scrape it (a pod's stats port, for the
+    cluster's Prometheus)."""
+    listener = _listener("http_listener", "stats", addr, "envoy_admin",
+                         _internal_addresses((*LOOPBACK_CIDRS, *internal_cidrs)), s)
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    routes[0]["match"] = {"path": STATS_PATH}
+    cluster = _cluster("http_cluster", "envoy_admin", admin_addr, s)
+    del cluster["health_checks"]  # the edge's /readyz probe; the admin answers for itself
+    return listener, cluster
+
+
 def render_front(*, public_addr: str, edge_addrs: str | Sequence[str], admin_port: int,
-                 settings: Settings | None = None, node_id: str = "switchyard-front") -> str:
-    """The Kubernetes front proxy: public listener → edge pods (their sidecar ingress)."""
+                 settings: Settings | None = None, node_id: str = "switchyard-front",
+                 tls: Tls | None = None, edge_identity: str | None = None, stats_addr: str | None = None,
+                 internal_cidrs: Sequence[str] = CLUSTER_CIDRS) -> str:
+    """The Kubernetes front proxy: public listener → edge pods (their sidecar
+    ingress; with ``tls``, over mTLS to a peer presenting ``edge_identity``);
+    ``stats_addr``: Envoy's Prometheus stats for scrapers from ``internal_cidrs``."""
     s = settings or Settings()
     listeners = [_http_listener("front", public_addr, "edge", None, s)]
-    clusters = [_cluster("http_cluster", "edge", edge_addrs, s)]
+    clusters = [_cluster("http_cluster", "edge", edge_addrs, s,
+                         _upstream_tls(tls, edge_identity, "http", "edge") if tls else None)]
+    _add_stats(listeners, clusters, stats_addr, admin_port, internal_cidrs, s)
     return _document("front.yaml.tmpl", node_id, admin_port, listeners, clusters, s)
 
 
 def render_sidecar(*, service: str, protocol: str, ingress_addr: str, app_addr: str, admin_port: int,
                    egress: Sequence[Egress] = (), internal_cidrs: Sequence[str] = CLUSTER_CIDRS,
-                   settings: Settings | None = None, node_id: str | None = None) -> str:
+                   settings: Settings | None = None, node_id: str | None = None, tls: Tls | None = None,
+                   callers: Sequence[str] = (), health_addr: str | None = None,
+                   stats_addr: str | None = None) -> str:
     """A Kubernetes pod's sidecar: ``ingress_addr`` → the app on ``app_addr``
-    (``protocol`` grpc or http), plus one loopback egress listener per callee."""
+    (``protocol`` grpc or http), plus one loopback egress listener per callee.
+
+    With ``tls`` the ingress takes only mTLS from the identities in
+    ``callers`` and each egress presents this pod's certificate to a peer
+    that must be its ``Egress.peer``. ``health_addr`` adds a plaintext
+    listener that passes only the app's health checks (``HEALTH_PATHS``), for
+    the kubelet's probes, which cannot present a certificate. ``stats_addr``
+    serves Envoy's Prometheus stats to scrapers from ``internal_cidrs``."""
     s = settings or Settings()
     kind = _protocol_kind(protocol)
-    callers = _internal_addresses((*LOOPBACK_CIDRS, *internal_cidrs))
+    if tls is not None and not callers:
+        raise ValueError(f"sidecar {service!r}: mTLS ingress needs the identities allowed to call it")
+    inside = _internal_addresses((*LOOPBACK_CIDRS, *internal_cidrs))
     local = _internal_addresses(LOOPBACK_CIDRS)
-    if kind == "http":
-        listeners = [_http_listener("ingress", ingress_addr, "local_app", callers, s)]
-    else:
-        listeners = [_listener("grpc_listener", "ingress", ingress_addr, "local_app", callers, s)]
+    fragment = "http_listener" if kind == "http" else "grpc_listener"
+    ingress_tls = _downstream_tls(tls, callers, kind) if tls else None
+    listeners = [_listener(fragment, "ingress", ingress_addr, "local_app", inside, s, ingress_tls)]
+    if health_addr is not None:
+        listeners.append(_listener(fragment, "health", health_addr, "local_app", None, s,
+                                   only_paths=HEALTH_PATHS[kind]))
     clusters = [_cluster(f"{kind}_cluster", "local_app", app_addr, s)]
     for hop in egress:
         hop_kind = _protocol_kind(hop.protocol)
-        if hop_kind == "http":
-            listeners.append(_http_listener(f"{hop.name}_egress", hop.listen_addr, hop.name, local, s))
-        else:
-            listeners.append(_listener("grpc_listener", f"{hop.name}_egress", hop.listen_addr, hop.name, local, s))
-        clusters.append(_cluster(f"{hop_kind}_cluster", hop.name, hop.upstream_addrs, s))
+        hop_fragment = "http_listener" if hop_kind == "http" else "grpc_listener"
+        listeners.append(_listener(hop_fragment, f"{hop.name}_egress", hop.listen_addr, hop.name, local, s))
+        if tls is not None and not hop.peer:
+            raise ValueError(f"sidecar {service!r}: egress {hop.name!r} needs the peer identity for mTLS")
+        hop_tls = _upstream_tls(tls, hop.peer, hop_kind, hop.name) if tls else None
+        clusters.append(_cluster(f"{hop_kind}_cluster", hop.name, hop.upstream_addrs, s, hop_tls))
+    _add_stats(listeners, clusters, stats_addr, admin_port, internal_cidrs, s)
     return _document("sidecar.yaml.tmpl", node_id or f"{service}-sidecar", admin_port, listeners, clusters, s)
+
+
+def _add_stats(listeners: list[Any], clusters: list[Any], stats_addr: str | None, admin_port: int,
+               internal_cidrs: Sequence[str], s: Settings) -> None:
+    if stats_addr is not None:
+        listener, cluster = stats_listener(stats_addr, f"127.0.0.1:{admin_port}", s, internal_cidrs)
+        listeners.append(listener)
+        clusters.append(cluster)
+
+
+def _alpn(kind: str, downstream: bool) -> list[str]:
+    if kind == "grpc":
+        return ["h2"]
+    return ["h2", "http/1.1"] if downstream else ["http/1.1"]  # the edge's app speaks HTTP/1.1
+
+
+def _common_tls(tls: Tls, peers: Sequence[str], alpn: list[str]) -> Any:
+    directory = tls.directory.rstrip("/")
+    return _fill("common_tls_context", {
+        "alpn_protocols": alpn, "cert_chain": f"{directory}/tls.crt", "private_key": f"{directory}/tls.key",
+        "trusted_ca": f"{directory}/ca.crt",
+        "san_matchers": [{"san_type": "URI", "matcher": {"exact": peer}} for peer in peers]})
+
+
+def _downstream_tls(tls: Tls, callers: Sequence[str], kind: str) -> Any:
+    return _fill("downstream_tls", {"common_tls_context": _common_tls(tls, callers, _alpn(kind, True))})
+
+
+def _upstream_tls(tls: Tls, peer: str | None, kind: str, sni: str) -> Any:
+    if not peer:
+        raise ValueError(f"mTLS to {sni!r} needs the identity the peer must present")
+    return _fill("upstream_tls", {"sni": sni, "common_tls_context": _common_tls(tls, [peer], _alpn(kind, False))})
 
 
 def _protocol_kind(protocol: str) -> str:
@@ -241,19 +342,29 @@ def _http_listener(name: str, addr: str, cluster: str, internal: dict[str, Any] 
 
 
 def _listener(fragment: str, name: str, addr: str, cluster: str, internal: dict[str, Any] | None,
-              s: Settings) -> Any:
+              s: Settings, transport_socket: Any = None, only_paths: Sequence[str] = ()) -> Any:
+    """A listener whose one route goes to ``cluster``; with ``only_paths``,
+    only requests whose path starts with one of them do (others: 404)."""
     values = _values(s, cluster=cluster, name=name)
     access_log = [_fill("access_log_stdout", values)] if s.access_log else []
-    return _fill(fragment, {**values, "address": envoy_address(addr), "route": _fill("route", values),
-                            "access_log": access_log, "internal_address_config": internal})
+    route = _fill("route", values)
+    if only_paths:
+        routes = [{"match": {"prefix": path}, "route": route} for path in only_paths]
+        routes.append({"match": {"prefix": "/"}, "direct_response": {"status": 404}})
+    else:
+        routes = [{"match": {"prefix": "/"}, "route": route}]
+    return _fill(fragment, {**values, "address": envoy_address(addr), "routes": routes,
+                            "access_log": access_log, "internal_address_config": internal,
+                            "transport_socket": transport_socket})
 
 
-def _cluster(fragment: str, name: str, addrs: str | Sequence[str], s: Settings) -> Any:
+def _cluster(fragment: str, name: str, addrs: str | Sequence[str], s: Settings, transport_socket: Any = None) -> Any:
     addr_list = [addrs] if isinstance(addrs, str) else list(addrs)
     if not addr_list:
         raise ValueError(f"cluster {name!r} needs at least one address")
     endpoints = [{"endpoint": {"address": envoy_address(a)}} for a in addr_list]
-    return _fill(fragment, _values(s, name=name, endpoints=endpoints, discovery_type=_discovery_type(name, addr_list)))
+    return _fill(fragment, _values(s, name=name, endpoints=endpoints, discovery_type=_discovery_type(name, addr_list),
+                                   transport_socket=transport_socket))
 
 
 def local_reply_config() -> dict[str, Any]:
@@ -529,6 +640,8 @@ def _listener_settings(listener: Mapping[str, Any]) -> dict[str, Any]:
     routes = []
     for vhost in hcm.get("route_config", {}).get("virtual_hosts", []):
         for route in vhost.get("routes", []):
+            if "route" not in route:
+                continue  # a direct response (a health listener's 404): proxies nothing
             action = route.get("route", {})
             retry = action.get("retry_policy", {})
             routes.append({
@@ -675,6 +788,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--access-log", action="store_true", help="access log to stdout (no bodies, no secrets)")
     common.add_argument("--stream-idle-timeout", type=float, help="seconds (default 300)")
     common.add_argument("--max-stream-duration", type=float, help="seconds (default 3600)")
+    common.add_argument("--tls-identity", help="mTLS (Kubernetes): this proxy's URI SAN, e.g. spiffe://switchyard/router")
+    common.add_argument("--tls-dir", default="/etc/switchyard/tls", help="tls.crt, tls.key, ca.crt")
 
     local = kinds.add_parser("local", parents=[common], help="one Envoy: front proxy and gRPC hops")
     local.add_argument("--public-addr", required=True)
@@ -684,10 +799,12 @@ def _parser() -> argparse.ArgumentParser:
     local.add_argument("--provider-listen-addr", required=True)
     local.add_argument("--provider-addr", action="append", required=True, help="repeat for replicas")
     local.add_argument("--admin-path", help="admin on this Unix socket (mode 0600) instead of a port")
+    local.add_argument("--stats-addr", help="serve only /stats/prometheus here (e.g. 127.0.0.1:9460)")
 
     front = kinds.add_parser("front", parents=[common], help="Kubernetes front proxy")
     front.add_argument("--public-addr", required=True)
     front.add_argument("--edge-addr", action="append", required=True, help="repeat for replicas")
+    front.add_argument("--edge-identity", help="with --tls-identity: the URI SAN the edge pods present")
 
     sidecar = kinds.add_parser("sidecar", parents=[common], help="Kubernetes per-pod sidecar")
     sidecar.add_argument("--service", required=True, help="the pod's service, e.g. router")
@@ -699,18 +816,23 @@ def _parser() -> argparse.ArgumentParser:
     sidecar.add_argument("--egress-http", nargs="+", action="append", default=[], metavar="NAME LISTEN_ADDR TARGET",
                          help="HTTP/1.1 egress, same form")
     sidecar.add_argument("--internal-cidr", action="append", help="callers trusted as internal (default RFC 1918)")
+    sidecar.add_argument("--caller", action="append", default=[], help="with --tls-identity: a URI SAN allowed to "
+                         "call the ingress; repeatable")
+    sidecar.add_argument("--egress-peer", action="append", default=[], metavar="NAME=IDENTITY",
+                         help="with --tls-identity: the URI SAN egress NAME's peers present; repeatable")
+    sidecar.add_argument("--health-addr", help="plaintext listener passing only health checks (kubelet probes)")
 
     check = kinds.add_parser("check", help="assert a running Envoy's effective settings")
     check.add_argument("--admin-url", required=True)
     return parser
 
 
-def _egress(specs: list[list[str]], protocol: str) -> list[Egress]:
+def _egress(specs: list[list[str]], protocol: str, peers: dict[str, str]) -> list[Egress]:
     hops = []
     for spec in specs:
         if len(spec) < 3:
             raise SystemExit(f"egress needs NAME LISTEN_ADDR TARGET [TARGET ...], got {spec}")
-        hops.append(Egress(spec[0], spec[1], spec[2:], protocol))
+        hops.append(Egress(spec[0], spec[1], spec[2:], protocol, peers.get(spec[0])))
     return hops
 
 
@@ -724,19 +846,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(effective_settings(args.admin_url), indent=2))
         return 0
     settings = _settings_from_args(args)
+    tls = Tls(args.tls_identity, args.tls_dir) if args.tls_identity else None
     if args.kind == "local":
         text = render_local(public_addr=args.public_addr, edge_addr=args.edge_addr,
                             router_listen_addr=args.router_listen_addr, router_addrs=args.router_addr,
                             provider_listen_addr=args.provider_listen_addr, provider_addrs=args.provider_addr,
-                            admin_port=args.admin_port or 0, admin_path=args.admin_path, settings=settings)
+                            admin_port=args.admin_port or 0, admin_path=args.admin_path, settings=settings,
+                            stats_addr=args.stats_addr)
     elif args.kind == "front":
         text = render_front(public_addr=args.public_addr, edge_addrs=args.edge_addr, admin_port=args.admin_port,
-                            settings=settings)
+                            settings=settings, tls=tls, edge_identity=args.edge_identity)
     else:
+        peers = dict(spec.split("=", 1) for spec in args.egress_peer)
         text = render_sidecar(service=args.service, protocol=args.protocol, ingress_addr=args.ingress_addr,
                               app_addr=args.app_addr, admin_port=args.admin_port,
-                              egress=_egress(args.egress, "grpc") + _egress(args.egress_http, "http"),
-                              internal_cidrs=args.internal_cidr or CLUSTER_CIDRS, settings=settings)
+                              egress=_egress(args.egress, "grpc", peers) + _egress(args.egress_http, "http", peers),
+                              internal_cidrs=args.internal_cidr or CLUSTER_CIDRS, settings=settings, tls=tls,
+                              callers=args.caller, health_addr=args.health_addr)
     if args.out:
         Path(args.out).write_text(text)
     else:

@@ -85,6 +85,13 @@ class Process:
             with contextlib.suppress(ProcessLookupError):
                 self.popen.send_signal(sig)
 
+    def kill(self) -> None:
+        """SIGKILL, and not restarted until ``start`` (a fault test keeping a node down)."""
+        self.wanted = False
+        self.signal(signal.SIGKILL)
+        if self.popen is not None:
+            self.popen.wait(timeout=10)
+
     def stop(self, grace: float) -> int | None:
         """SIGTERM, then SIGKILL after ``grace`` seconds; not restarted."""
         self.wanted = False

@@ -8,7 +8,8 @@ service trusts those headers, so it listens only on an internal address
 Queries run on worker threads (the engines are synchronous): at most
 ``max_queries`` at once and ``max_waiting`` queued behind them (a dashboard
 asks for a dozen things at a time); beyond that an immediate 503 with
-``retry-after``.
+``retry-after``. The engine stops a query at the store's time limit
+(``analytics.query_timeout_s``): 503 ``query_timeout``.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from analytics import query as q
-from analytics.store import METRICS, PERCENTILES, Store, empty_metrics
+from analytics.store import METRICS, PERCENTILES, QueryTimeoutError, Store, empty_metrics
 from switchyard.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -78,14 +80,20 @@ class Api:
         self.pending = 0
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn`` on a worker thread, in one of ``max_queries`` slots. The
+        engine stops a query at the store's time limit; a slot is held until
+        its query has really stopped (a client that leaves does not free it
+        early), so at most ``max_queries`` queries ever run at once."""
         if self.pending >= self.max_pending:
             raise UnavailableError("analytics is busy; retry shortly", code="overloaded", retry_after_ms=1000)
         self.pending += 1
         try:
             async with asyncio.timeout(self.query_timeout_s):
-                async with self.slots:
-                    return await asyncio.to_thread(fn, *args)
-        except TimeoutError:
+                await self.slots.acquire()
+            job = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+            job.add_done_callback(lambda _: self.slots.release())
+            return await asyncio.shield(job)
+        except (TimeoutError, QueryTimeoutError):
             raise UnavailableError("the query took too long; narrow the range or the filters",
                                    code="query_timeout") from None
         finally:
@@ -179,8 +187,9 @@ def _asset(name: str) -> bytes:
     return (importlib.resources.files("analytics") / "dashboard" / name).read_bytes()
 
 
-def create_app(api: Api) -> web.Application:
-    app = web.Application(middlewares=[_errors])
+def create_app(api: Api, observe: Middleware | None = None) -> web.Application:
+    """The API and dashboard; ``observe``: the tracing and metrics middleware."""
+    app = web.Application(middlewares=[_errors] if observe is None else [observe, _errors])
     page = _asset("index.html")
     assets = {name: _asset(name) for name in _ASSETS}
 

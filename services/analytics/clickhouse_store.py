@@ -15,6 +15,7 @@ racing on one id never count it twice.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -58,8 +59,10 @@ class Client(Protocol):
 
 
 class ClickHouseStore:
-    def __init__(self, client: Client, database: str = "switchyard") -> None:
+    def __init__(self, client: Client, database: str = "switchyard", query_timeout_s: float = 30.0) -> None:
         self._client = client
+        # The engine stops a query at this limit (ClickHouse error TIMEOUT_EXCEEDED).
+        self._limit = f" SETTINGS max_execution_time = {max(1, round(query_timeout_s))}"
         self._table = f"{database}.{TABLE}"
         self._dialect = dialect(database)
         client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
@@ -70,6 +73,10 @@ class ClickHouseStore:
             "ENGINE = ReplacingMergeTree "
             "PARTITION BY toYYYYMM(toDateTime(intDiv(ts_ms, 1000))) "
             "ORDER BY (tenant, ts_ms, request_id)")
+        kinds = {name: kind for name, _, kind in COLUMNS}
+        for name, default in store.ADDED:  # a table made by an older release
+            client.command(f"ALTER TABLE {self._table} ADD COLUMN IF NOT EXISTS {name} {kinds[name]} "
+                           f"DEFAULT '{default}'")
         self._write = threading.Lock()
 
     def insert(self, rows: Sequence[tuple[Any, ...]]) -> int:
@@ -89,22 +96,41 @@ class ClickHouseStore:
 
     def summary(self, query: Query) -> list[dict[str, Any]]:
         sql, params, width = store.summary_sql(self._dialect, query)
-        return store.group_rows(self._client.select(sql, params), query, width)
+        return store.group_rows(self._select(sql, params), query, width)
 
     def timeseries(self, query: Query, bucket_ms: int) -> list[dict[str, Any]]:
         sql, params, width = store.timeseries_sql(self._dialect, query, bucket_ms)
-        return store.series_rows(self._client.select(sql, params), query, width)
+        return store.series_rows(self._select(sql, params), query, width)
 
     def requests(self, query: Query, page: Page) -> list[dict[str, Any]]:
         sql, params = store.requests_sql(self._dialect, query, page)
-        return store.request_rows(self._client.select(sql, params))
+        return store.request_rows(self._select(sql, params))
 
     def tags(self, query: Query) -> list[dict[str, Any]]:
         sql, params = store.tags_sql(self._dialect, query)
-        return store.tag_rows(self._client.select(sql, params))
+        return store.tag_rows(self._select(sql, params))
 
     def count(self) -> int:
-        return int(self._client.select(f"SELECT count() FROM {self._table} FINAL", {})[0][0])
+        return int(self._select(f"SELECT count() FROM {self._table} FINAL", {})[0][0])
+
+    def delete_before(self, ts_ms: int) -> int:
+        """Delete the requests that started before ``ts_ms`` (a lightweight
+        delete: the rows vanish from queries at once, from disk at the next
+        merge); how many."""
+        with self._write:
+            (found,) = self._select(f"SELECT count() FROM {self._table} FINAL WHERE ts_ms < {{cut:Int64}}",
+                                    {"cut": ts_ms})[0]
+            if found:
+                self._client.command(f"DELETE FROM {self._table} WHERE ts_ms < {int(ts_ms)}")
+        return int(found)
+
+    def _select(self, sql: str, params: dict[str, Any]) -> list[Sequence[Any]]:
+        try:
+            return self._client.select(sql + self._limit, params)
+        except Exception as exc:
+            if "TIMEOUT_EXCEEDED" in str(exc):
+                raise store.QueryTimeoutError(str(exc)) from None
+            raise
 
     def close(self) -> None:
         pass
@@ -167,7 +193,13 @@ class ChdbClient:
     def select(self, sql: str, params: dict[str, Any]) -> list[Sequence[Any]]:
         text = {name: text_parameter(value) for name, value in params.items()}
         with self._lock:
-            result = self._session.query(sql, "JSONCompact", params=text)
+            try:
+                result = self._session.query(sql, "JSONCompact", params=text)
+            except Exception:
+                # chdb leaves a failed query's partial output in front of the next result: drain it.
+                with contextlib.suppress(Exception):
+                    self._session.query("SELECT 1", "JSONCompact")
+                raise
         return orjson.loads(result.bytes())["data"] if result.bytes() else []
 
     def close(self) -> None:

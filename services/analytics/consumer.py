@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import nats
@@ -24,7 +25,7 @@ from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry import trace
-from opentelemetry.trace import Link, SpanKind, Tracer
+from opentelemetry.trace import Link, Span, SpanKind, Tracer
 
 from analytics.store import Store, row_from_event
 from switchyard import attributes, nats_client, telemetry
@@ -38,17 +39,26 @@ DURABLE = "analytics"
 
 class Consumer:
     def __init__(self, url: str, store: Store, *, batch: int = 1000, ack_wait_s: float = 30.0,
-                 fetch_wait_s: float = 0.5, tracer: Tracer | None = None) -> None:
+                 fetch_wait_s: float = 0.5, tracer: Tracer | None = None,
+                 keep_from: Callable[[], int] | None = None) -> None:
+        """``tracer``: one span per batch (a no-op tracer costs nothing worth counting per batch).
+        ``keep_from``: the oldest request time (ms) worth storing; older events are acknowledged
+        and not stored (past the retention)."""
         self.url = url
         self.store = store
         self.batch = batch
         self.ack_wait_s = ack_wait_s
         self.fetch_wait_s = fetch_wait_s
-        self.tracer = tracer
+        self.traced = tracer is not None
+        self.tracer = tracer or trace.NoOpTracer()
         self.connected = False
         self.received = 0   # messages fetched (redeliveries included)
         self.stored = 0     # rows the store newly committed
         self.rejected = 0   # messages that are not usage events (acknowledged and dropped)
+        self.expired = 0    # usage events older than the retention (acknowledged, not stored)
+        self.keep_from = keep_from
+        self.pending = 0    # messages the stream holds for this consumer beyond the last batch
+        self.last_commit_s = 0.0
         self._nc: nats.NATS | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -78,18 +88,17 @@ class Consumer:
                     continue
                 except Exception as exc:  # NATS restarting, consumer not reachable yet
                     log.debug("analytics: fetch failed (%s); retrying", type(exc).__name__)
-                    await _wait(stop, 0.5)
+                    await wait_or_stop(stop, 0.5)
                     continue
                 try:
                     await self.ingest(messages)
                 except Exception:  # the store failed: nothing acknowledged, so it all comes back
                     log.exception("analytics: store write failed; the batch will be redelivered")
-                    await _wait(stop, 1.0)
+                    await wait_or_stop(stop, 1.0)
         finally:
             with contextlib.suppress(Exception):
                 await self._nc.flush(timeout=2)  # the last acks
-            with contextlib.suppress(Exception):
-                await self._nc.close()
+            await nats_client.close(self._nc)
 
     async def _subscribe(self, stop: asyncio.Event) -> Any:
         """Create (or update) the durable consumer once the stream exists,
@@ -109,7 +118,7 @@ class Consumer:
                 if not waited:
                     log.info("analytics: waiting for stream %s (%s)", STREAM, type(exc).__name__)
                     waited = True
-                await _wait(stop, 1.0)
+                await wait_or_stop(stop, 1.0)
         return None
 
     async def ingest(self, messages: list[Msg]) -> int:
@@ -124,14 +133,21 @@ class Consumer:
             except DecodeError:
                 self.rejected += 1
                 log.warning("analytics: dropped a message that is not a UsageEvent (%d bytes)", len(message.data))
+        if self.keep_from is not None and rows:
+            cutoff = self.keep_from()
+            kept = [row for row in rows if row[1] >= cutoff]  # row[1]: the request's time (ms)
+            self.expired += len(rows) - len(kept)
+            rows = kept
         span = self._span(messages)
         started = time.perf_counter()
         try:
             stored = await asyncio.to_thread(self.store.insert, rows)
         finally:
-            if span is not None:
-                span.end()
+            span.end()
         self.stored += stored
+        self.last_commit_s = time.perf_counter() - started
+        with contextlib.suppress(Exception):  # metadata comes with every JetStream message
+            self.pending = messages[-1].metadata.num_pending
         for message in messages:
             with contextlib.suppress(Exception):  # lost acks mean redelivery, which the store absorbs
                 await message.ack()
@@ -139,13 +155,11 @@ class Consumer:
                   (time.perf_counter() - started) * 1000)
         return stored
 
-    def _span(self, messages: list[Msg]) -> Any:
+    def _span(self, messages: list[Msg]) -> Span:
         """One span per batch, linked to each event's trace (OpenTelemetry's
         convention for batch consumers)."""
-        if self.tracer is None:
-            return None
         links = []
-        for message in messages:
+        for message in messages if self.traced else ():
             if message.headers and "traceparent" in message.headers:
                 context = trace.get_current_span(telemetry.extract(message.headers)).get_span_context()
                 if context.is_valid:
@@ -155,6 +169,21 @@ class Consumer:
         return span
 
 
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
+def consumer_metrics(consumer: Consumer) -> Iterator[tuple[str, str, list[str], list[Any]]]:
+    """Gauges read when Prometheus scrapes the analytics service."""
+    yield ("switchyard_analytics_events", "Usage events since start: received (redeliveries included), newly "
+           "stored, rejected (not usage events), expired (older than the retention, not stored)", ["state"],
+           [(("received",), consumer.received), (("stored",), consumer.stored),
+            (("rejected",), consumer.rejected), (("expired",), consumer.expired)])
+    yield ("switchyard_analytics_consumer_pending", "Events waiting in the stream for this consumer (consumer lag)",
+           [], [((), consumer.pending)])
+    yield ("switchyard_analytics_consumer_connected", "1 while connected to NATS", [],
+           [((), 1 if consumer.connected else 0)])
+    yield ("switchyard_analytics_last_commit_seconds", "Time the store took to commit the last batch", [],
+           [((), consumer.last_commit_s)])
+
+
+async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, or less when ``stop`` is set meanwhile."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)

@@ -42,11 +42,15 @@ _INSERT = (f"INSERT INTO {TABLE} SELECT * FROM (SELECT "
 
 
 class DuckDBStore:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, query_timeout_s: float = 30.0) -> None:
+        self.query_timeout_s = query_timeout_s
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._con = duckdb.connect(path)
         self._con.execute(_SCHEMA)
+        kinds = {name: kind for name, kind, _ in COLUMNS}
+        for name, default in store.ADDED:  # a table made by an older release
+            self._con.execute(f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS {name} {kinds[name]} DEFAULT '{default}'")
         self._write = threading.Lock()
 
     def insert(self, rows: Sequence[tuple[Any, ...]]) -> int:
@@ -73,9 +77,14 @@ class DuckDBStore:
 
     def _fetch(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         cursor = self._con.cursor()  # one per call: queries run on several threads
+        stop = threading.Timer(self.query_timeout_s, cursor.interrupt)  # at the limit, DuckDB stops the query
+        stop.start()
         try:
             return cursor.execute(sql, params).fetchall()
+        except duckdb.InterruptException:
+            raise store.QueryTimeoutError(f"stopped after {self.query_timeout_s:g} s") from None
         finally:
+            stop.cancel()
             cursor.close()
 
     def summary(self, query: Query) -> list[dict[str, Any]]:
@@ -96,6 +105,17 @@ class DuckDBStore:
 
     def count(self) -> int:
         return int(self._fetch(f"SELECT count(*) FROM {TABLE}", {})[0][0])
+
+    def delete_before(self, ts_ms: int) -> int:
+        """Delete the requests that started before ``ts_ms``; how many."""
+        with self._write:
+            cursor = self._con.cursor()
+            try:
+                (deleted,) = cursor.execute(f"DELETE FROM {TABLE} WHERE ts_ms < $cut", {"cut": ts_ms}).fetchone() \
+                    or (0,)
+            finally:
+                cursor.close()
+        return int(deleted)
 
     def close(self) -> None:
         self._con.execute("CHECKPOINT")

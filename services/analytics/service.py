@@ -7,52 +7,60 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 
 from aiohttp import web
 
 from analytics.api import Api, create_app
-from analytics.consumer import Consumer
+from analytics.consumer import Consumer, consumer_metrics
+from analytics.retention import Retention, retention_metrics
 from analytics.store import open_store
-from switchyard import telemetry
+from switchyard import metrics, telemetry
 from switchyard.config import Config
+from switchyard.http_observer import http_observer
+from switchyard.http_site import start_site
+from switchyard.settings import AnalyticsSettings
+from switchyard.shutdown import exit_if_stuck, stop_signal
 
 log = logging.getLogger(__name__)
 
 
-async def run_analytics(config: Config) -> None:
-    address = os.environ.get("SWITCHYARD_ANALYTICS_ADDRESS", "127.0.0.1:8090")
-    nats_url = os.environ.get("SWITCHYARD_NATS_URL")
-    grace = float(os.environ.get("SWITCHYARD_ANALYTICS_GRACE_S", "30"))
+async def run_analytics(config: Config, settings: AnalyticsSettings) -> None:
+    address, nats_url, grace = settings.address, settings.nats_url, settings.grace_s
+    stop = stop_signal()
     store = await asyncio.to_thread(open_store, config.analytics)
+    tracer = telemetry.setup("analytics", settings)
+    registry = metrics.new_registry() if settings.metrics_address else None
+    days = config.analytics.retention_days
+    retention = Retention(store, days) if days else None
+    if registry is not None and retention is not None:
+        registry.register(metrics.StateCollector(lambda: retention_metrics(retention)))
     consumer = None
     if nats_url:
-        consumer = Consumer(nats_url, store, batch=int(os.environ.get("SWITCHYARD_ANALYTICS_BATCH", "1000")),
-                            ack_wait_s=float(os.environ.get("SWITCHYARD_ANALYTICS_ACK_WAIT_S", "30")),
-                            tracer=telemetry.setup("analytics"))
+        consumer = Consumer(nats_url, store, batch=settings.batch, ack_wait_s=settings.ack_wait_s,
+                            tracer=tracer, keep_from=retention.cutoff_ms if retention is not None else None)
+        if registry is not None:
+            registry.register(metrics.StateCollector(lambda: consumer_metrics(consumer)))
 
     def status() -> dict[str, object]:
+        out: dict[str, object] = {"retention": None if retention is None else {
+            "days": retention.days, "deleted": retention.deleted, "last_sweep_ms": retention.last_sweep_ms}}
         if consumer is None:
-            return {"consumer": None}
-        return {"consumer": {"connected": consumer.connected, "received": consumer.received,
-                             "stored": consumer.stored, "rejected": consumer.rejected}}
+            return {**out, "consumer": None}
+        return {**out, "consumer": {"connected": consumer.connected, "received": consumer.received,
+                                    "stored": consumer.stored, "rejected": consumer.rejected,
+                                    "expired": consumer.expired}}
 
-    runner = web.AppRunner(create_app(Api(store, status=status)), access_log=None, shutdown_timeout=grace)
+    observe = http_observer(tracer, metrics.HttpMetrics(registry) if registry is not None else None)
+    api = Api(store, status=status, query_timeout_s=config.analytics.query_timeout_s)
+    runner = web.AppRunner(create_app(api, observe), access_log=None, shutdown_timeout=grace)
     await runner.setup()
-    if address.startswith("unix:"):
-        site: web.BaseSite = web.UnixSite(runner, address[5:])
-    else:
-        host, _, port = address.rpartition(":")
-        site = web.TCPSite(runner, host, int(port))
-    await site.start()
+    await start_site(runner, address)
+    metrics_runner = await metrics.serve(settings.metrics_address, registry) \
+        if registry is not None and settings.metrics_address else None
     log.info("analytics (%s store) listening on %s; consuming: %s", config.analytics.store, address,
              "yes" if consumer else "no (SWITCHYARD_NATS_URL unset)")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     consuming = asyncio.create_task(consumer.run(stop)) if consumer else None
+    sweeping = asyncio.create_task(retention.run(stop)) if retention else None
     failed = False
 
     def consumer_ended(task: asyncio.Task[None]) -> None:
@@ -65,11 +73,17 @@ async def run_analytics(config: Config) -> None:
     if consuming is not None:
         consuming.add_done_callback(consumer_ended)
     await stop.wait()
-    log.info("stopping")
+    log.info("draining (grace %.0fs)", grace)
+    exit_if_stuck(grace)
     if consuming is not None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(consuming, grace)
+    if sweeping is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(sweeping, grace)  # a sweep in its thread finishes; none starts after stop
     await runner.cleanup()
+    if metrics_runner is not None:
+        await metrics_runner.cleanup()
     await asyncio.to_thread(store.close)
     telemetry.shutdown()
     if failed:

@@ -52,7 +52,11 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("latency_ms", "DOUBLE", "Float64"),
     ("ttft_ms", "DOUBLE", "Float64"),
     ("attempts", "INTEGER", "Int32"),
+    # Added after the first release: ``ADDED`` brings older tables up to date.
+    ("endpoint", "VARCHAR", "LowCardinality(String)"),
 )
+# Columns newer tables have: (column, default for the rows stored before it).
+ADDED: tuple[tuple[str, str], ...] = (("endpoint", "chat"),)
 COLUMN_NAMES = tuple(c[0] for c in COLUMNS)
 
 # API dimension name -> column. Tags are ``tag.<name>``.
@@ -60,6 +64,7 @@ DIMENSIONS: dict[str, str] = {
     "model": "model", "model_requested": "model_requested", "provider": "provider", "route": "route",
     "version": "route_version", "arm": "route_arm", "key": "key_id", "tenant": "tenant", "end_user": "end_user",
     "session": "session_id", "status": "status", "cache_status": "cache_status", "error_type": "error_type",
+    "endpoint": "endpoint",
 }
 TAG_PREFIX = "tag."
 INT_DIMENSIONS = frozenset({"version"})
@@ -86,7 +91,7 @@ def row_from_event(event: upb.UsageEvent) -> tuple[Any, ...]:
         event.route_arm, cache_status, event.status, event.http_status, event.error_type, event.stream,
         usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.cache_write_tokens,
         usage.reasoning_tokens, event.usage_estimated, usage.cost_usd, event.cost_saved_usd, event.latency_ms,
-        event.ttft_ms, len(event.attempts),
+        event.ttft_ms, len(event.attempts), event.endpoint or "chat",
     )
 
 
@@ -112,6 +117,10 @@ class Page:
     before_id: str = ""
 
 
+class QueryTimeoutError(Exception):
+    """The engine stopped a query at the store's time limit."""
+
+
 class Store(Protocol):
     def insert(self, rows: Sequence[tuple[Any, ...]]) -> int: ...
     def summary(self, query: Query) -> list[dict[str, Any]]: ...
@@ -119,6 +128,7 @@ class Store(Protocol):
     def requests(self, query: Query, page: Page) -> list[dict[str, Any]]: ...
     def tags(self, query: Query) -> list[dict[str, Any]]: ...
     def count(self) -> int: ...
+    def delete_before(self, ts_ms: int) -> int: ...
     def close(self) -> None: ...
 
 
@@ -288,7 +298,7 @@ def open_store(spec: AnalyticsSpec) -> Store:
         from analytics.clickhouse_store import ClickHouseStore, HttpClient
 
         assert spec.clickhouse_url
-        return ClickHouseStore(HttpClient(spec.clickhouse_url), spec.clickhouse_database)
+        return ClickHouseStore(HttpClient(spec.clickhouse_url), spec.clickhouse_database, spec.query_timeout_s)
     from analytics.duckdb_store import DuckDBStore
 
-    return DuckDBStore(spec.path)
+    return DuckDBStore(spec.path, spec.query_timeout_s)

@@ -10,7 +10,6 @@ bounded in size and time; an unreachable analytics service is a 503.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import aiohttp
@@ -88,11 +87,11 @@ class AnalyticsProxy:
             raise UnavailableError("the analytics service is not available", retry_after_ms=1000) from None
 
 
-def register(app: web.Application, config: Config, keys: KeyStore | None = None) -> None:
-    """Add the /v1/analytics routes (before any catch-all route); ``keys``: the
-    edge's key store (managed keys included)."""
-    proxy = AnalyticsProxy(config, os.environ.get("SWITCHYARD_EDGE_ANALYTICS_TARGET", "127.0.0.1:8090"),
-                           keys=keys)
+def register(app: web.Application, config: Config, target: str, keys: KeyStore | None = None) -> None:
+    """Add the /v1/analytics routes (before any catch-all route) proxied to
+    the analytics service at ``target``; ``keys``: the edge's key store
+    (managed keys included)."""
+    proxy = AnalyticsProxy(config, target, keys=keys)
     app[PROXY] = proxy
     app.router.add_route("*", PREFIX + "/{tail:.*}", proxy.handle)
 
@@ -123,7 +122,7 @@ _ENDPOINT_PARAMETERS = {
     "tags": {**_COMMON, "limit": "Tag names, 1-1000 (default 20)."},
 }
 FILTERS = ("model", "model_requested", "provider", "route", "version", "arm", "key", "tenant", "end_user",
-           "session", "status", "cache_status", "error_type")
+           "session", "status", "cache_status", "error_type", "endpoint")
 _METRICS = {
     "requests": "integer", "errors": "integer", "cancelled": "integer", "cache_hits": "integer",
     "estimated": "integer", "prompt_tokens": "integer", "completion_tokens": "integer", "cached_tokens": "integer",

@@ -53,7 +53,6 @@ class StreamRenderer(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class FrontDoor:
-    route: str  # "POST /v1/chat/completions": the span name
     parse: Callable[[bytes, Limits], Any]
     # (parsed, request_id=, identity=, routing=) -> the canonical request; the
     # routing context already holds what the header conventions gave.
@@ -73,7 +72,6 @@ def _openai_stream(chat: pb.ChatRequest, started: pb.Started, request_id: str) -
 
 
 OPENAI_CHAT = FrontDoor(
-    route="POST /v1/chat/completions",
     parse=parse_chat_request,
     to_chat=to_chat_request,
     error_body=error_body,
@@ -91,7 +89,6 @@ def _anthropic_stream(chat: pb.ChatRequest, started: pb.Started, request_id: str
 
 
 ANTHROPIC_MESSAGES = FrontDoor(
-    route="POST /v1/messages",
     parse=anthropic_request.parse_messages_request,
     to_chat=anthropic_request.to_chat_request,
     error_body=anthropic_response.error_body,

@@ -11,19 +11,19 @@ right status; a failure after it ends the SSE stream with an error event
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
 import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import grpc
 import orjson
 from aiohttp import web
 from grpc_health.v1 import health_pb2
-from opentelemetry.trace import Span, SpanKind, Tracer
 
 from edge import conventions
 from edge.admission import Admission, Ticket, client_address, read_body
@@ -33,10 +33,12 @@ from edge.auth import KeyStore
 from edge.bounded_writer import BoundedWriter, SlowReaderError, slow_reader_error
 from edge.embeddings import parse_embedding_request, to_embed_request
 from edge.embeddings import render as render_embeddings
-from edge.frontdoor import ANTHROPIC_MESSAGES, OPENAI_CHAT, FrontDoor, StreamRenderer
+from edge.frontdoor import ANTHROPIC_MESSAGES, OPENAI_CHAT, FrontDoor
+from edge.heartbeat import Heartbeat
 from edge.orphan_usage import OrphanUsage, RelayStats
+from edge.server_timing import timing_headers
 from edge.transcode import error_status, extra_fields, identity_of
-from switchyard import attributes, event_tags, telemetry
+from switchyard import event_tags, telemetry
 from switchyard.config import ApiKeySpec, Config
 from switchyard.errors import (
     InvalidRequestError,
@@ -87,9 +89,13 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def request_id_for(request: web.Request) -> str:
-    """The client's ``X-Request-Id`` when it is well formed, else a new one."""
-    given = request.headers.get("x-request-id", "")
-    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    """The client's ``X-Request-Id`` when it is well formed, else a new one
+    (the same one for every caller during one request)."""
+    request_id = request.get("request_id")
+    if request_id is None:
+        given = request.headers.get("x-request-id", "")
+        request_id = request["request_id"] = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    return request_id
 
 
 def request_id_headers(request_id: str) -> dict[str, str]:
@@ -118,6 +124,10 @@ def _started_headers(started: pb.Started, request_id: str) -> dict[str, str]:
         headers["x-switchyard-arm"] = started.arm
     if started.cache:  # the router's response cache: HIT | MISS | BYPASS (seed 001's X-Muxx-Cache)
         headers["x-switchyard-cache"] = headers["X-Muxx-Cache"] = started.cache.upper()
+    if started.headers:  # the key's rate-limit state, as OpenAI sends it on every answer
+        headers.update(started.headers)
+    if started.timing.edge_total_us:  # where the time to first output went (server_timing.py)
+        headers.update(timing_headers(started.timing))
     return headers
 
 
@@ -144,13 +154,16 @@ def _final_headers(headers: dict[str, str], latency_ms: float, usage: pb.Usage |
         headers["x-switchyard-cost-usd"] = headers["x-modelux-cost-usd"] = headers["X-Muxx-Cost"] = cost
 
 
+STATUS_TIMEOUT_S = 5.0
+PURGE_TIMEOUT_S = 15.0  # the router gives NATS 10 s for the purge
+
+
 class Handlers:
     def __init__(self, config: Config, keys: KeyStore, router_target: str, request_timeout_s: float, *,
                  transport: str = "session", sessions: int = 2, sse_heartbeat_s: float = 15.0,
-                 tracer: Tracer | None = None, orphans: OrphanUsage | None = None) -> None:
+                 orphans: OrphanUsage | None = None) -> None:
         self.limits = config.limits
         self.orphans = orphans
-        self.tracer = tracer
         self.sse_heartbeat_s = sse_heartbeat_s
         self.keys = keys
         self.request_timeout_s = request_timeout_s
@@ -168,12 +181,32 @@ class Handlers:
         self._health = self._channel.unary_unary(
             "/grpc.health.v1.Health/Check", request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
             response_deserializer=health_pb2.HealthCheckResponse.FromString)
+        self._budget_status = self._channel.unary_unary(
+            "/switchyard.v1.Router/BudgetStatus", request_serializer=rpb.BudgetStatusRequest.SerializeToString,
+            response_deserializer=rpb.BudgetStatusResponse.FromString)
+        self._purge_cache = self._channel.unary_unary(
+            "/switchyard.v1.Router/PurgeCache", request_serializer=rpb.PurgeCacheRequest.SerializeToString,
+            response_deserializer=rpb.PurgeCacheResponse.FromString)
+        if orphans is not None:  # an orphaned answer's budgets are charged by a live router replica
+            orphans.connect(self._channel.unary_unary(
+                "/switchyard.v1.Router/SettleOrphan", request_serializer=rpb.OrphanSettlement.SerializeToString,
+                response_deserializer=rpb.OrphanSettled.FromString))
         self._ready_until = 0.0
         self.draining = False
         self.admission = Admission(config.limits)
 
     async def close(self) -> None:
         await self._channel.close()
+
+    async def budget_status(self, key: ApiKeySpec, end_user: str = "") -> rpb.BudgetStatusResponse:
+        """What the key's, its tenant's and (given) an end user's budgets have
+        spent and hold now (the router reads the ledgers)."""
+        request = rpb.BudgetStatusRequest(identity=identity_of(key), end_user=end_user)
+        return await self._call_router(self._budget_status, request, time.monotonic() + STATUS_TIMEOUT_S)
+
+    async def purge_cache(self, request: rpb.PurgeCacheRequest) -> rpb.PurgeCacheResponse:
+        """Ask a router replica to purge the shared cache (it tells the others)."""
+        return await self._call_router(self._purge_cache, request, time.monotonic() + PURGE_TIMEOUT_S)
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         return await self.serve(request, OPENAI_CHAT)
@@ -182,22 +215,12 @@ class Handlers:
         return await self.serve(request, ANTHROPIC_MESSAGES)
 
     async def serve(self, request: web.Request, door: FrontDoor) -> web.StreamResponse:
-        """One chat request through ``door``, traced and admitted."""
-        request_id = request_id_for(request)
+        """One chat request through ``door``, admitted."""
         ticket = self.admission.ticket()
-        span = None
-        if self.tracer is not None:
-            span = self.tracer.start_span(door.route, context=telemetry.extract(request.headers),
-                                          kind=SpanKind.SERVER, attributes={attributes.REQUEST_ID: request_id})
         try:
-            response = await self._serve(request, door, request_id, span, ticket)
-            if span is not None:
-                span.set_attribute(attributes.HTTP_RESPONSE_STATUS_CODE, response.status)
-            return response
+            return await self._serve(request, door, request_id_for(request), ticket)
         finally:
             ticket.release()
-            if span is not None:
-                span.end()
 
     async def admitted_body(self, request: web.Request, ticket: Ticket) -> tuple[ApiKeySpec, bytes]:
         """Authenticate, count the request against its key and address, read
@@ -213,7 +236,7 @@ class Handlers:
         return key, body
 
     async def _serve(self, request: web.Request, door: FrontDoor, request_id: str,
-                     span: Span | None, ticket: Ticket) -> web.StreamResponse:
+                     ticket: Ticket) -> web.StreamResponse:
         started_at = time.monotonic()
         try:
             key, body = await self.admitted_body(request, ticket)
@@ -221,10 +244,7 @@ class Handlers:
             routing = pb.RoutingContext()
             conventions.apply_headers(request.headers, routing)
             chat = door.to_chat(parsed, request_id=request_id, identity=identity_of(key), routing=routing)
-            if span is not None:
-                span.set_attribute(attributes.GEN_AI_REQUEST_MODEL, chat.model)
-                span.set_attribute(attributes.STREAM, chat.stream)
-                chat.trace_context.update(telemetry.inject(span))
+            telemetry.inject_current(chat.trace_context)  # the router continues the request's trace
         except SwitchyardError as exc:
             return json_error(exc, request_id, door)
 
@@ -232,6 +252,7 @@ class Handlers:
         deadline = started_at + self.request_timeout_s
         stats = RelayStats()
         started: pb.Started | None = None
+        sent_at = time.monotonic()
         events = self._events(request_bytes, deadline, stats)
         try:
             try:
@@ -247,6 +268,9 @@ class Handlers:
             if first.HasField("error"):
                 return _proto_error_response(first.error, request_id_headers(request_id), door)
             started = first.started
+            timing = started.timing
+            timing.edge_us = int((sent_at - started_at) * 1e6)
+            timing.edge_total_us = int((time.monotonic() - started_at) * 1e6)
             if chat.stream:
                 return await self._stream(request, door, chat, started, events, request_id, started_at, stats)
             return await self._complete(door, chat, started, events, request_id, started_at)
@@ -313,10 +337,12 @@ class Handlers:
         encoder = door.stream(chat, started, request_id)
         error: pb.Error | None = None
         finished = False  # the usage event closes every complete answer
+        heartbeat = Heartbeat(self.sse_heartbeat_s, partial(out.write, encoder.heartbeat))
         try:
             if opening := encoder.start():
                 await out.write(opening)
-            async for event in self._with_heartbeats(events, out, encoder):
+            async for event in events:
+                heartbeat.touch()
                 kind = event.WhichOneof("event")
                 if kind == "chunk":
                     await out.write(encoder.encode(event.chunk))
@@ -339,50 +365,29 @@ class Handlers:
             log.info("client not reading: stream ended with over %d bytes unread", out.max_buffered)
             error = slow_reader_error(out.max_buffered)
             await events.aclose()  # cancel the router call now, not after the client has read
+        except ConnectionResetError:
+            # The client left and a write found its connection closing before
+            # aiohttp cancelled this handler: the same as that cancellation.
+            await events.aclose()
+            return response
+        finally:
+            await heartbeat.close()
         if error is None and not finished:
             error = interrupted()
         # A failed stream ends with an error event and never a clean ending.
-        await response.write(encoder.encode_error(error) if error is not None else encoder.done())
-        await response.write_eof()
+        with contextlib.suppress(ConnectionResetError):  # the client may leave at this very moment too
+            await response.write(encoder.encode_error(error) if error is not None else encoder.done())
+            await response.write_eof()
         return response
-
-    async def _with_heartbeats(self, events: AsyncIterator[pb.ChatEvent], response: BoundedWriter,
-                               encoder: StreamRenderer) -> AsyncIterator[pb.ChatEvent]:
-        """The events, with an SSE comment written whenever the upstream is
-        silent for ``sse_heartbeat_s`` (a reasoning model thinking), so that no
-        proxy or client between here and the user times the stream out."""
-        pending: asyncio.Task[pb.ChatEvent] | None = None
-        try:
-            while True:
-                if pending is None:
-                    pending = asyncio.ensure_future(anext(events))
-                done, _ = await asyncio.wait((pending,), timeout=self.sse_heartbeat_s)
-                if not done:
-                    await response.write(encoder.heartbeat)
-                    continue
-                task, pending = pending, None
-                try:
-                    event = task.result()
-                except StopAsyncIteration:
-                    return
-                yield event
-        finally:
-            if pending is not None:  # the client left while we waited
-                pending.cancel()
-                await asyncio.gather(pending, return_exceptions=True)
 
     # ------------------------------------------------------ unary requests --
 
-    async def _unary(self, request: web.Request, route: str, door: FrontDoor,
+    async def _unary(self, request: web.Request, door: FrontDoor,
                      answer: Callable[[ApiKeySpec, bytes, str, float], Awaitable[web.Response]]) -> web.Response:
-        """One single-answer request: traced and admitted like chat; ``answer``
-        parses, calls the router before ``deadline`` and renders."""
+        """One single-answer request: admitted like chat; ``answer`` parses,
+        calls the router before ``deadline`` and renders."""
         request_id = request_id_for(request)
         ticket = self.admission.ticket()
-        span = None
-        if self.tracer is not None:
-            span = self.tracer.start_span(route, context=telemetry.extract(request.headers), kind=SpanKind.SERVER,
-                                          attributes={attributes.REQUEST_ID: request_id})
         try:
             key, body = await self.admitted_body(request, ticket)
             response = await answer(key, body, request_id, time.monotonic() + self.request_timeout_s)
@@ -394,9 +399,6 @@ class Handlers:
                                              request_id_headers(request_id), door)
         finally:
             ticket.release()
-        if span is not None:
-            span.set_attribute(attributes.HTTP_RESPONSE_STATUS_CODE, response.status)
-            span.end()
         return response
 
     async def _call_router(self, method: Callable[..., Awaitable[Any]], message: Any, deadline: float) -> Any:
@@ -415,6 +417,7 @@ class Handlers:
             routing = pb.RoutingContext()
             conventions.apply_headers(request.headers, routing)
             embed = to_embed_request(parsed, request_id=request_id, identity=identity_of(key), routing=routing)
+            telemetry.inject_current(embed.trace_context)  # the router continues the request's trace
             reply = await self._call_router(self._embed, embed, deadline)
             if reply.HasField("error"):
                 return _proto_error_response(reply.error, request_id_headers(request_id))
@@ -423,7 +426,7 @@ class Handlers:
             return web.Response(body=render_embeddings(reply, as_base64=parsed.encoding_format == "base64"),
                                 content_type=JSON, headers=headers)
 
-        return await self._unary(request, "POST /v1/embeddings", OPENAI_CHAT, answer)
+        return await self._unary(request, OPENAI_CHAT, answer)
 
     async def count_tokens(self, request: web.Request) -> web.Response:
         """Anthropic's ``/v1/messages/count_tokens``: the prompt in the
@@ -441,7 +444,7 @@ class Handlers:
             return web.Response(body=orjson.dumps({"input_tokens": reply.input_tokens}), content_type=JSON,
                                 headers=headers)
 
-        return await self._unary(request, "POST /v1/messages/count_tokens", ANTHROPIC_MESSAGES, answer)
+        return await self._unary(request, ANTHROPIC_MESSAGES, answer)
 
     async def models(self, request: web.Request) -> web.Response:
         """The models, aliases, routing configs and templates this key may use."""

@@ -13,16 +13,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import nats
 import orjson
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.errors import ConnectionClosedError, NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoStreamResponseError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import ValidationError
 
 from switchyard import nats_client
 from switchyard.config import ApiKeySpec
+from switchyard.errors import UnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,20 @@ MAX_KEYS = 100_000
 
 class KeyExistsError(Exception):
     """A key with that id already exists."""
+
+
+# A write that found no stream leader (a NATS node just died and the bucket
+# elects another) or no answer in time: the client may retry shortly.
+TRANSIENT = (NatsTimeoutError, NoStreamResponseError, NoRespondersError, ConnectionClosedError)
+
+
+@contextlib.contextmanager
+def _transient_as_unavailable() -> Iterator[None]:
+    try:
+        yield
+    except TRANSIENT as exc:
+        raise UnavailableError("the key store (NATS) did not answer in time; retry shortly",
+                               code="key_store_unavailable", retry_after_ms=1000) from exc
 
 
 class ManagedKeys:
@@ -59,26 +76,14 @@ class ManagedKeys:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self._nc is not None:
-            with contextlib.suppress(Exception):
-                await self._nc.close()
+        await nats_client.close(self._nc)
 
     async def _run(self) -> None:
         self._nc = await nats_client.connect(self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                                       connect_timeout=2, name="switchyard-edge-keys", error_cb=_quiet,
                                       reconnected_cb=self._reconnected)
         js = self._nc.jetstream()
-        while self._kv is None:
-            try:
-                try:
-                    self._kv = await js.key_value(BUCKET)
-                except BucketNotFoundError:
-                    with contextlib.suppress(Exception):  # another replica may create it at the same moment
-                        await js.create_key_value(bucket=BUCKET, history=1)
-                    self._kv = await js.key_value(BUCKET)
-            except Exception as exc:  # JetStream not ready yet after a server start
-                log.warning("keys: cannot open bucket %s (%s); retrying", BUCKET, type(exc).__name__)
-                await asyncio.sleep(1)
+        self._kv = await nats_client.open_bucket(js, BUCKET, history=1)
         while True:
             try:
                 await self._watch()
@@ -145,25 +150,29 @@ class ManagedKeys:
 
     async def get(self, key_id: str) -> tuple[ApiKeySpec, int] | None:
         try:
-            entry = await self._bucket().get(key_id)
+            with _transient_as_unavailable():
+                entry = await self._bucket().get(key_id)
         except KeyNotFoundError:
             return None
         return ApiKeySpec.model_validate(orjson.loads(entry.value)), entry.revision
 
     async def create(self, spec: ApiKeySpec) -> None:
         try:
-            await self._bucket().create(spec.id, _encode(spec))
+            with _transient_as_unavailable():
+                await self._bucket().create(spec.id, _encode(spec))
         except KeyWrongLastSequenceError:
             raise KeyExistsError(spec.id) from None
         self._apply(spec)
 
     async def replace(self, spec: ApiKeySpec, revision: int) -> None:
         """Raises KeyWrongLastSequenceError if the key changed since it was read."""
-        await self._bucket().update(spec.id, _encode(spec), last=revision)
+        with _transient_as_unavailable():
+            await self._bucket().update(spec.id, _encode(spec), last=revision)
         self._apply(spec)
 
     async def revoke(self, key_id: str, revision: int) -> None:
-        await self._bucket().delete(key_id, last=revision)
+        with _transient_as_unavailable():
+            await self._bucket().delete(key_id, last=revision)
         keys = dict(self.keys)
         keys.pop(key_id, None)
         self._publish(keys)

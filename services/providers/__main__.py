@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
-import os
-
+from providers.observer import GenerateCalls
 from providers.registry import ProviderRegistry
 from providers.server import ProviderServicer
-from switchyard import logs, telemetry
+from switchyard import logs, metrics, settings, telemetry
 from switchyard.config import load_config
 from switchyard.grpc_server import run, serve
 
 
 async def main() -> None:
-    logs.setup("providers")
-    config = load_config()
+    env = settings.load(settings.ProvidersSettings)
+    logs.setup("providers", env.log_level)
+    config = load_config(env.config)
     registry = ProviderRegistry(config)
-    address = os.environ.get("SWITCHYARD_PROVIDERS_ADDRESS", "127.0.0.1:50061")
-    grace = float(os.environ.get("SWITCHYARD_PROVIDERS_GRACE_S", "30"))
+    tracer = telemetry.setup("providers", env)
+    metrics_registry = metrics.new_registry() if env.metrics_address else None
+    client_metrics = metrics.GenAiClientMetrics(metrics_registry) if metrics_registry is not None else None
+    observer = GenerateCalls(tracer, client_metrics, config.providers) \
+        if tracer is not None or client_metrics is not None else None
+    servicer = ProviderServicer(registry, observer)
+    runner = await metrics.serve(env.metrics_address, metrics_registry) \
+        if metrics_registry is not None and env.metrics_address else None
 
-    servicer = ProviderServicer(registry, telemetry.setup("providers"))
-    await serve(address, servicer.register, grace=grace, on_drain=servicer.session.drain, on_stop=registry.close)
+    async def stop() -> None:
+        await registry.close()
+        if runner is not None:
+            await runner.cleanup()
+
+    await serve(env.address, servicer.register, grace=env.grace_s, on_drain=servicer.session.drain, on_stop=stop)
     telemetry.shutdown()
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from providers import timing
 from providers.base import Translator, UpstreamProtocolError, UpstreamStreamError, UpstreamTruncatedError
 from providers.errors import failure_error, timeout_error
 from providers.fairness import KeyBusyError, KeyGate
@@ -27,6 +28,7 @@ from switchyard import tokens
 from switchyard.catalogue import cost_usd
 from switchyard.config import Pricing, Timeouts
 from switchyard.metering import add_usage
+from switchyard.stream_timer import StreamTimer
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import provider_pb2 as ppb
 
@@ -156,6 +158,7 @@ async def _one_call(spec: AttemptSpec, request: pb.ChatRequest,
                 if spec.gate is not None:
                     await spec.gate.acquire(key)
                     holding = True
+                timing.note_sent()
                 response = await spec.session.request(upstream.method, upstream.url, headers=upstream.headers,
                                                       data=upstream.body)
                 if response.status >= 300:
@@ -190,34 +193,42 @@ async def _one_call(spec: AttemptSpec, request: pb.ChatRequest,
         tail: list[ppb.GenerateEvent] = []
         choices = _Choices()
         first = True
-        while True:
-            seconds, which = clock.budget("first_token" if first else "between_chunks",
-                                          timeouts.first_token_s if first else timeouts.between_chunks_s)
-            try:
-                async with asyncio.timeout(seconds):
-                    event = await anext(events_iter)
-            except StopAsyncIteration:
-                break
-            except TimeoutError:
-                raise AttemptFailedError(timeout_error(which, provider, timeouts), sent) from None
-            except UpstreamStreamError as exc:
-                exc.error.provider = exc.error.provider or provider
-                raise AttemptFailedError(exc.error, sent) from None
-            if not event.HasField("chunk"):
-                tail.append(event)  # usage closes a complete answer: only once it is known to be one
-                continue
-            choices.see(event)
-            if first:
-                if not _has_output(event):
-                    pending.append(event)
-                    continue
-                first = False
-                for held in pending:
+        which = "first_token"
+        timer = StreamTimer()  # one timer for every wait of the stream, not one per event
+        try:
+            async with timer:
+                while True:
+                    seconds, which = clock.budget("first_token" if first else "between_chunks",
+                                                  timeouts.first_token_s if first else timeouts.between_chunks_s)
+                    timer.arm(seconds)
+                    try:
+                        event = await anext(events_iter)
+                    except StopAsyncIteration:
+                        break
+                    except UpstreamStreamError as exc:
+                        exc.error.provider = exc.error.provider or provider
+                        raise AttemptFailedError(exc.error, sent) from None
+                    finally:
+                        timer.disarm()
+                    if not event.HasField("chunk"):
+                        tail.append(event)  # usage closes a complete answer: only once it is known to be one
+                        continue
+                    choices.see(event)
+                    if first:
+                        if not _has_output(event):
+                            pending.append(event)
+                            continue
+                        first = False
+                        for held in pending:
+                            sent = True
+                            yield held
+                        pending.clear()
                     sent = True
-                    yield held
-                pending.clear()
-            sent = True
-            yield event
+                    yield event
+        except TimeoutError:
+            if not timer.expired:
+                raise
+            raise AttemptFailedError(timeout_error(which, provider, timeouts), sent) from None
         unfinished = choices.unfinished()
         if unfinished is not None:
             raise UpstreamTruncatedError(f"{provider} ended its stream before a finish reason for choice "

@@ -15,15 +15,15 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Tracer
 
+from providers import timing
 from providers.attempt import AttemptFailedError, AttemptSpec, stream_attempt
+from providers.observer import GenerateCalls
 from providers.registry import ProviderRegistry
 from providers.unary import count_tokens, embed
-from switchyard import attributes, event_tags, telemetry
+from switchyard import event_tags
 from switchyard.errors import SwitchyardError
-from switchyard.grpc_server import identity
+from switchyard.grpc_server import identity, unary
 from switchyard.session import SessionServicer
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import embed_pb2 as epb
@@ -40,19 +40,18 @@ def internal_error(exc: BaseException) -> bytes:
 
 
 class ProviderServicer:
-    def __init__(self, registry: ProviderRegistry, tracer: Tracer | None = None) -> None:
+    def __init__(self, registry: ProviderRegistry, observer: GenerateCalls | None = None) -> None:
         self.registry = registry
-        self.tracer = tracer
-        self.session = SessionServicer(self.stream_generate, on_error=internal_error)
+        self.observer = observer
+        self.session = SessionServicer(self.stream_generate, on_error=internal_error, observer=observer)
 
     async def generate(self, request_bytes: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        remaining = context.time_remaining()
-        deadline = time.monotonic() + remaining if remaining is not None else None
-        async for payload in self.stream_generate(request_bytes, deadline):
+        async for payload in self.session.handler(request_bytes, _deadline(context)):
             yield payload
 
     async def stream_generate(self, request_bytes: bytes, deadline: float | None) -> AsyncIterator[bytes]:
         """GenerateEvent bytes for one attempt; ``deadline`` is time.monotonic()-based."""
+        received = time.monotonic()
         request = ppb.GenerateRequest.FromString(request_bytes)
         target = request.target
         spec = self.registry.attempt_spec(target.provider, target.model,
@@ -62,63 +61,34 @@ class ProviderServicer:
                              message=f"provider {target.provider!r} is not configured")
             yield ppb.GenerateEvent(error=error).SerializeToString()
             return
-        events = self._batched(spec, request.request, deadline) if request.request.stream else \
-            self._serialized(spec, request.request, deadline)
-        if self.tracer is None:
-            async for payload in events:
-                yield payload
-            return
-        async for payload in self._traced(events, request, spec):
+        events = self._batched(spec, request.request, deadline, received) if request.request.stream else \
+            self._serialized(spec, request.request, deadline, received)
+        async for payload in events:
             yield payload
 
-    async def _traced(self, events: AsyncIterator[bytes], request: ppb.GenerateRequest,
-                      spec: AttemptSpec) -> AsyncIterator[bytes]:
-        """The attempt's events inside a server span and a client span for the
-        upstream call, both children of the router's attempt span."""
-        assert self.tracer is not None
-        server = self.tracer.start_span("switchyard.v1.Provider/Generate", kind=SpanKind.SERVER,
-                                        context=telemetry.extract(request.trace_context))
-        upstream = self.tracer.start_span(f"upstream {spec.translator.type}", kind=SpanKind.CLIENT,
-                                          context=trace.set_span_in_context(server), attributes={
-                                              attributes.GEN_AI_SYSTEM: spec.translator.type,
-                                              attributes.PROVIDER: spec.translator.provider,
-                                              attributes.GEN_AI_REQUEST_MODEL: spec.model})
-        outcome = "cancelled"
-        try:
-            async for payload in events:
-                if payload[0] == event_tags.ERROR:
-                    error = ppb.GenerateEvent.FromString(payload).error
-                    upstream.set_attribute(attributes.ERROR_TYPE, error.type or "error")
-                    outcome = "error"
-                elif payload[0] == event_tags.USAGE:
-                    usage = ppb.GenerateEvent.FromString(payload).usage
-                    upstream.set_attribute(attributes.GEN_AI_USAGE_INPUT_TOKENS, usage.prompt_tokens)
-                    upstream.set_attribute(attributes.GEN_AI_USAGE_OUTPUT_TOKENS, usage.completion_tokens)
-                    outcome = "ok"
-                yield payload
-        finally:
-            upstream.set_attribute(attributes.OUTCOME, outcome)
-            upstream.end()
-            server.end()
-
-    async def _serialized(self, spec: AttemptSpec, request: pb.ChatRequest,
-                          deadline: float | None) -> AsyncIterator[bytes]:
+    async def _serialized(self, spec: AttemptSpec, request: pb.ChatRequest, deadline: float | None,
+                          received: float) -> AsyncIterator[bytes]:
+        clock = timing.start()
+        first = True
         try:
             async for event in stream_attempt(spec, request, deadline):
+                if first:
+                    first = False
+                    yield timing_event(received, clock.sent_at, time.monotonic())
                 yield event.SerializeToString()
         except AttemptFailedError as exc:
             yield self._failed(spec, exc.error)
         except SwitchyardError as exc:
             yield self._failed(spec, exc.to_proto())
 
-    async def _batched(self, spec: AttemptSpec, request: pb.ChatRequest,
-                       deadline: float | None) -> AsyncIterator[bytes]:
+    async def _batched(self, spec: AttemptSpec, request: pb.ChatRequest, deadline: float | None,
+                       received: float) -> AsyncIterator[bytes]:
         """Pump events into a queue; each send takes everything queued."""
         queue: asyncio.Queue[object] = asyncio.Queue()
 
         async def pump() -> None:
             try:
-                async for event in self._serialized(spec, request, deadline):
+                async for event in self._serialized(spec, request, deadline, received):
                     queue.put_nowait(event)
             finally:
                 queue.put_nowait(_END)
@@ -156,7 +126,15 @@ class ProviderServicer:
                                           attempt.timeouts if attempt.HasField("timeouts") else None)
         if spec is None:
             return epb.EmbedResponse(error=_unknown_provider(target.provider))
-        return await embed(spec, attempt.request, _deadline(context))
+        if self.observer is None:
+            return await embed(spec, attempt.request, _deadline(context))
+        call = self.observer.embed(attempt)
+        reply = None
+        try:
+            reply = await embed(spec, attempt.request, _deadline(context))
+            return reply
+        finally:
+            call.end(reply)
 
     async def count_tokens(self, request: ppb.GenerateRequest,
                            context: grpc.aio.ServicerContext) -> pb.CountTokensResponse:
@@ -171,12 +149,8 @@ class ProviderServicer:
             "Generate": grpc.unary_stream_rpc_method_handler(self.generate, request_deserializer=identity,
                                                              response_serializer=identity),
             "GenerateSession": self.session.method_handler(),
-            "Embed": grpc.unary_unary_rpc_method_handler(
-                self.embed, request_deserializer=ppb.EmbedAttempt.FromString,
-                response_serializer=epb.EmbedResponse.SerializeToString),
-            "CountTokens": grpc.unary_unary_rpc_method_handler(
-                self.count_tokens, request_deserializer=ppb.GenerateRequest.FromString,
-                response_serializer=pb.CountTokensResponse.SerializeToString),
+            "Embed": unary(self.embed, ppb.EmbedAttempt, epb.EmbedResponse),
+            "CountTokens": unary(self.count_tokens, ppb.GenerateRequest, pb.CountTokensResponse),
         }
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
         return [SERVICE]
@@ -190,6 +164,14 @@ def _unknown_provider(provider: str) -> pb.Error:
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     remaining = context.time_remaining()
     return time.monotonic() + remaining if remaining is not None else None
+
+
+def timing_event(received: float, sent_at: float, first_at: float) -> bytes:
+    """The worker's share of the time to first output, sent before it (``Timing``)."""
+    out = pb.Timing(provider_total_us=int((first_at - received) * 1e6))
+    if sent_at:
+        out.provider_us, out.upstream_us = int((sent_at - received) * 1e6), int((first_at - sent_at) * 1e6)
+    return ppb.GenerateEvent(timing=out).SerializeToString()
 
 
 def from_batch(batch: list[bytes]) -> bytes:

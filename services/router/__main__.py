@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import grpc
@@ -13,13 +12,15 @@ from router.breaker import BreakerBoard, breaker_settings
 from router.cache import ResponseCache
 from router.cache_store import CacheStore
 from router.config_watch import ConfigWatcher
+from router.embed_spans import EmbedSpans
 from router.governance import BUCKETS, BUDGETS_BUCKET, LIMITS_BUCKET, Governor
 from router.ledger import Buckets, Ledger, MemoryKV
+from router.observer import AttemptCalls, ChatCalls, ObservedUsage, state_metrics
 from router.pipeline import Pipeline
 from router.server import CONFIG_HEALTH, RouterServicer
 from router.unary import UnaryRouter
 from router.usage import CountingUsageSink, UsageSink
-from switchyard import logs, telemetry
+from switchyard import logs, metrics, settings, telemetry
 from switchyard.config import ConfigError, GovernanceSpec
 from switchyard.events import UsagePublisher
 from switchyard.grpc_server import CHANNEL_OPTIONS, run, serve
@@ -43,50 +44,58 @@ async def start_governor(nats_url: str | None, settings: GovernanceSpec) -> tupl
 
 
 async def main() -> None:
-    logs.setup("router")
-    config_path = os.environ.get("SWITCHYARD_CONFIG")
-    if not config_path:
+    env = settings.load(settings.RouterSettings)
+    logs.setup("router", env.log_level)
+    if not env.config:
         raise ConfigError("no config file: set SWITCHYARD_CONFIG")
-    address = os.environ.get("SWITCHYARD_ROUTER_ADDRESS", "127.0.0.1:50051")
-    providers = os.environ.get("SWITCHYARD_ROUTER_PROVIDERS_TARGET", "127.0.0.1:50061")
-    grace = float(os.environ.get("SWITCHYARD_ROUTER_GRACE_S", "30"))
-    nats_url = os.environ.get("SWITCHYARD_NATS_URL")
+    nats_url = env.nats_url
     try:
-        watcher = ConfigWatcher(Path(config_path), nats_url,
-                                poll_s=float(os.environ.get("SWITCHYARD_ROUTER_CONFIG_POLL_S", "1")))
+        watcher = ConfigWatcher(Path(env.config), nats_url, poll_s=env.config_poll_s)
     except OSError as exc:
-        raise ConfigError(f"cannot read config {config_path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read config {env.config}: {exc.strerror}") from None
     breakers = BreakerBoard(*breaker_settings(watcher.table.config))
+    tracer = telemetry.setup("router", env)
+    registry = metrics.new_registry() if env.metrics_address else None
+    router_metrics = metrics.RouterMetrics(registry) if registry is not None else None
 
     watcher.on_change = lambda table: breakers.reconfigure(*breaker_settings(table.config))
     await watcher.start()
-    channel = grpc.aio.insecure_channel(providers, options=CHANNEL_OPTIONS)
-    generate = streamer(channel, "switchyard.v1.Provider", "Generate",
-                        transport=os.environ.get("SWITCHYARD_TRANSPORT", "session"),
-                        sessions=int(os.environ.get("SWITCHYARD_ROUTER_SESSIONS", "2")))
+    channel = grpc.aio.insecure_channel(env.providers_target, options=CHANNEL_OPTIONS)
+    attempts = AttemptCalls(tracer, lambda: watcher.table, env.trace_content) if tracer is not None else None
+    generate = streamer(channel, "switchyard.v1.Provider", "Generate", transport=env.transport,
+                        sessions=env.sessions, observer=attempts)
     usage: UsageSink
+    publisher = None
     if nats_url:
-        publisher = UsagePublisher(nats_url, Path(os.environ.get("SWITCHYARD_ROUTER_SPOOL", "var/spool/router.usage")))
+        lag = metrics.publish_lag(registry) if registry is not None else None
+        publisher = UsagePublisher(nats_url, Path(env.spool), observe_lag=lag)
         await publisher.start()
         usage = publisher
     else:
         usage = CountingUsageSink()
+    if tracer is not None or router_metrics is not None:
+        usage = ObservedUsage(usage, router_metrics)
     governor, buckets = await start_governor(nats_url, watcher.table.config.governance)
     store = None
     if nats_url:  # the cache's limits are read at start-up; its modes and TTLs reload with the config
-        settings = watcher.table.config.cache
-        store = CacheStore(nats_url, max_bytes=settings.max_bytes, max_age_s=settings.max_ttl_s + 60,
-                           lookup_timeout_s=settings.lookup_timeout_s, local_bytes=settings.local_bytes)
+        cache = watcher.table.config.cache
+        store = CacheStore(nats_url, max_bytes=cache.max_bytes, max_age_s=cache.max_ttl_s + 60,
+                           lookup_timeout_s=cache.lookup_timeout_s, local_bytes=cache.local_bytes)
         await store.start()
-    pipeline = Pipeline(lambda: watcher.table, generate, usage, breakers, telemetry.setup("router"), governor,
-                        cache=ResponseCache(store))
+    pipeline = Pipeline(lambda: watcher.table, generate, usage, breakers, governor, cache=ResponseCache(store))
     embed = channel.unary_unary("/switchyard.v1.Provider/Embed", request_serializer=ppb.EmbedAttempt.SerializeToString,
                                 response_deserializer=epb.EmbedResponse.FromString)
     count = channel.unary_unary("/switchyard.v1.Provider/CountTokens",
                                 request_serializer=ppb.GenerateRequest.SerializeToString,
                                 response_deserializer=pb.CountTokensResponse.FromString)
-    unary = UnaryRouter(lambda: watcher.table, breakers, usage, embed, count, governor)
-    servicer = RouterServicer(pipeline, lambda: watcher.table, unary)
+    unary = UnaryRouter(lambda: watcher.table, breakers, usage, embed, count, governor,
+                        spans=EmbedSpans(tracer, lambda: watcher.table) if tracer is not None else None)
+    calls = ChatCalls(tracer, router_metrics) if tracer is not None or router_metrics is not None else None
+    servicer = RouterServicer(pipeline, lambda: watcher.table, unary, observer=calls, governor=governor)
+    metrics_runner = None
+    if registry is not None and env.metrics_address:
+        registry.register(metrics.StateCollector(lambda: state_metrics(breakers, publisher)))
+        metrics_runner = await metrics.serve(env.metrics_address, registry)
 
     async def report_config(health_servicer: health.aio.HealthServicer) -> None:
         serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
@@ -98,6 +107,10 @@ async def main() -> None:
             await asyncio.sleep(0.5)
 
     async def stop() -> None:
+        # Records first: queued usage events reach NATS or the spool, and
+        # settlements in flight land, before anything else is closed.
+        if publisher is not None:
+            await publisher.close()
         await governor.close()
         if buckets is not None:
             await buckets.close()
@@ -105,11 +118,11 @@ async def main() -> None:
         await channel.close()
         if store is not None:
             await store.close()
-        if nats_url:
-            await publisher.close()  # queued events reach NATS or the spool before exit
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         telemetry.shutdown()
 
-    await serve(address, servicer.register, grace=grace, on_drain=servicer.session.drain, on_stop=stop,
+    await serve(env.address, servicer.register, grace=env.grace_s, on_drain=servicer.session.drain, on_stop=stop,
                 on_start=report_config)
 
 

@@ -30,6 +30,7 @@ non-streaming clients alike.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterator
@@ -69,6 +70,9 @@ class Ticket:
     age_s: float = 0.0
     applies: bool = True    # False: no cache configured for this request (the usage event says nothing)
     limit: int = 0          # max_entry_bytes
+    coalesce_s: float = 0.0  # how long this request may wait for an identical one's answer (0: never)
+    leads: bool = False      # identical requests wait for this one's answer (``release`` wakes them)
+    entry: cpb.CacheEntry | None = None  # what this request stored, for the requests waiting on it
 
     def not_stored(self, why: str) -> None:
         self.reason = f"{self.reason}; not stored: {why}" if self.reason else why
@@ -181,6 +185,9 @@ class Recorder:
 class ResponseCache:
     store: CacheStore | None = None
     _rules: tuple[RoutingTable, Rules] | None = field(default=None, repr=False)
+    # Requests running on this replica that will store their answer, by key:
+    # identical non-streaming requests wait on them (request coalescing).
+    _running: dict[str, asyncio.Future[cpb.CacheEntry | None]] = field(default_factory=dict, repr=False)
 
     def admit(self, request: pb.ChatRequest, plan: Plan, table: RoutingTable) -> Ticket:
         """The cache decision for a planned request (no I/O)."""
@@ -226,7 +233,38 @@ class ResponseCache:
             return Ticket(BYPASS, "the cache key could not be computed")
         status = MISS if read else BYPASS
         reason = "" if read else ", ".join(reasons) or f"mode {mode}"
-        return Ticket(status, reason, key, read, write, ttl, max_age, tenant, limit=settings.max_entry_bytes)
+        return Ticket(status, reason, key, read, write, ttl, max_age, tenant, limit=settings.max_entry_bytes,
+                      coalesce_s=settings.coalesce_wait_s if read and write else 0.0)
+
+    async def coalesce(self, ticket: Ticket, request: pb.ChatRequest,
+                       remaining_s: float | None) -> cpb.CacheEntry | None:
+        """After a miss: the answer of an identical request already running
+        on this replica, waited for (non-streaming requests only: a stream
+        would lose its time to first token), or None, in which case this
+        request runs itself and, if it will store its answer, is the one
+        others wait for until ``release``."""
+        if not ticket.coalesce_s:
+            return None
+        running = self._running.get(ticket.key)
+        if running is None:
+            self._running[ticket.key] = asyncio.get_running_loop().create_future()
+            ticket.leads = True
+            return None
+        if request.stream:
+            return None
+        wait = ticket.coalesce_s if remaining_s is None else max(0.0, min(ticket.coalesce_s, remaining_s))
+        try:
+            entry = await asyncio.wait_for(asyncio.shield(running), wait)
+        except TimeoutError:
+            return None
+        if entry is not None:
+            ticket.reason = "coalesced: the answer of an identical request that was running"
+        return entry
+
+    def release(self, ticket: Ticket) -> None:
+        """The leader is done: its waiters get what it stored (None: they run themselves)."""
+        if ticket.leads and (running := self._running.pop(ticket.key, None)) is not None:
+            running.set_result(ticket.entry if ticket.stored else None)
 
     @staticmethod
     def refusal(request: pb.ChatRequest, ticket: Ticket) -> pb.Error | None:
@@ -245,7 +283,7 @@ class ResponseCache:
     async def lookup(self, ticket: Ticket) -> cpb.CacheEntry | None:
         """The entry to answer from, or None (a miss)."""
         assert self.store is not None
-        entry = await self.store.get(ticket.key)
+        entry = await self.store.get(ticket.key, ticket.tenant)
         if entry is None:
             return None
         now_ms = time.time() * 1000
@@ -259,19 +297,24 @@ class ResponseCache:
         return entry
 
     def replay(self, entry: cpb.CacheEntry, ticket: Ticket, request: pb.ChatRequest, plan: Plan,
-               outcome: Outcome) -> Iterator[bytes]:
+               outcome: Outcome, headers: dict[str, str] | None = None, received: float = 0.0) -> Iterator[bytes]:
         """The hit's events: a fresh ``started`` (this request's id, the
-        answer's original provider and model), then the stored events."""
+        answer's original provider and model, ``headers`` for the client,
+        the router's time since ``received``), then the stored events."""
         ticket.status = HIT
         started = pb.Started()
         started.CopyFrom(entry.started)
         started.request_id, started.model_requested, started.cache = request.request_id, plan.model_requested, HIT
         if plan.route:
             started.route, started.route_version = plan.route, plan.route_version
+        if headers:
+            started.headers.update(headers)
         outcome.started = started
         outcome.arm = started.arm
         outcome.cache_status, outcome.cost_saved_usd = HIT, entry.cost_usd
-        outcome.first_output_at = time.monotonic()
+        outcome.first_output_at = now = time.monotonic()
+        if received:
+            started.timing.router_us = started.timing.router_total_us = int((now - received) * 1e6)
         yield pb.ChatEvent(started=started).SerializeToString()
         for raw in entry.events:
             if raw[0] == event_tags.USAGE:
@@ -309,5 +352,6 @@ class ResponseCache:
         entry = cpb.CacheEntry(tenant=ticket.tenant, created_ms=now_ms, expires_ms=now_ms + ticket.ttl_s * 1000,
                                started=kept, events=events, cost_usd=billed.cost_usd)
         ticket.stored = self.store.put(ticket.key, entry, ticket.ttl_s)
+        ticket.entry = entry
         if not ticket.stored:
             ticket.not_stored("the cache store is unavailable")

@@ -17,6 +17,7 @@ NATS, so that a miss costs no round trip and a repeated hit none either.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Final
 
 from switchyard.v1 import cache_pb2 as cpb
@@ -60,6 +61,11 @@ class KeyIndex:
             del self._keys[slot]  # expired (the server drops it by its TTL too)
         return ABSENT if self.complete and not self.overflowed else UNKNOWN
 
+    def clear(self) -> None:
+        """The bucket was emptied: a complete index of nothing."""
+        self._keys.clear()
+        self.overflowed = False
+
     def slots(self) -> list[int]:
         return list(self._keys)
 
@@ -102,6 +108,14 @@ class LocalEntries:
         self.size += size
         while self.size > self.max_bytes:
             self._drop(next(iter(self._entries)))
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.size = 0
+
+    def drop_if(self, purged: Callable[[cpb.CacheEntry], bool]) -> None:
+        for key in [key for key, (_, entry, _) in self._entries.items() if purged(entry)]:
+            self._drop(key)
 
     def _drop(self, key: str) -> None:
         _, _, size = self._entries.pop(key)

@@ -27,16 +27,28 @@ shared by every router replica, plus what each replica knows of it locally.
   task without waiting for acknowledgements, and dropped while NATS is
   unreachable. A store outage is a miss, never an error. After a reconnect
   the index is rebuilt from the bucket.
-- An entry larger than one NATS message is split: the head (``<key>``)
-  carries the metadata and the number of continuation values, written first
-  under ``<key>.<part_id>.<n>`` (a rewrite uses a new part id, so readers
-  never mix two writes; the index follows heads only).
+- Values are named ``<tenant token>.<key>``: the token is the first 64
+  bits of the tenant's SHA-256, so one tenant's entries are purged with one
+  subject filter (``purge``). An entry larger than one NATS message is
+  split: the head (``<name>``) carries the metadata and the number of
+  continuation values, written first under ``<name>.<part_id>.<n>`` (a
+  rewrite uses a new part id, so readers never mix two writes; the index
+  follows heads only).
+- A purge (the admin API's ``/admin/cache/purge``, one tenant or all)
+  removes the values from the bucket, then tells every replica on
+  ``switchyard.cache.purged``: each drops its local copies (and queued
+  writes) of that tenant, and after a purge of everything its index too. A
+  key a replica's index still holds after a tenant's purge costs one fetch,
+  which finds nothing: a miss. An answer being written by another replica
+  in the same few milliseconds can outlive the purge.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hashlib
 import logging
 import secrets
 import struct
@@ -44,6 +56,7 @@ import time
 from collections import deque
 
 import nats
+import orjson
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
@@ -61,6 +74,9 @@ STREAM = f"KV_{BUCKET}"
 SUBJECT = f"$KV.{BUCKET}."
 DIRECT_GET = f"$JS.API.DIRECT.GET.{STREAM}.{SUBJECT}"
 INDEX_SUBJECT = "switchyard.cache.index"   # write announcements (core NATS, not stored)
+PURGED_SUBJECT = "switchyard.cache.purged"  # purge announcements: a tenant token, or ALL
+ALL = b"*"
+PURGE_API = f"$JS.API.STREAM.PURGE.{STREAM}"
 _RECORD = struct.Struct(">QQI")            # key's first 64 bits, expires_ms, write id
 PART_BYTES = 512 * 1024            # one NATS message (the server's default max_payload is 1 MiB)
 MAX_QUEUED_WRITES = 1024
@@ -72,6 +88,20 @@ PAUSE_AFTER_TIMEOUT_S = 1.0
 WRITE_INTERVAL_S = 0.005
 SWEEP_INTERVAL_S = 60.0
 EXPIRES, WRITE_ID = "Sy-Expires", "Sy-Write"
+
+
+class CachePurgeError(Exception):
+    """The bucket could not be purged (NATS unreachable or the request refused)."""
+
+
+@functools.lru_cache(maxsize=4096)  # per lookup and write: a tenant's token is hashed once
+def tenant_token(tenant: str) -> str:
+    return hashlib.sha256(tenant.encode()).hexdigest()[:16]
+
+
+def value_name(tenant: str, key: str) -> str:
+    """The bucket key of ``key``'s head, under its tenant."""
+    return f"{tenant_token(tenant)}.{key}"
 
 
 class CacheStore:
@@ -112,9 +142,7 @@ class CacheStore:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._nc is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._nc.close(), 5)
+        await nats_client.close(self._nc)
 
     @property
     def available(self) -> bool:
@@ -127,6 +155,7 @@ class CacheStore:
                                       disconnected_cb=self._disconnected, reconnected_cb=self._reconnected,
                                       no_echo=True)
         await self._nc.subscribe(INDEX_SUBJECT, cb=self._on_announcement)  # before the index is built: no gap
+        await self._nc.subscribe(PURGED_SUBJECT, cb=self._on_purged)
         await self._ensure_stream()
 
     async def _disconnected(self) -> None:
@@ -152,7 +181,8 @@ class CacheStore:
         config = StreamConfig(name=STREAM, subjects=[f"{SUBJECT}>"], allow_direct=True, allow_rollup_hdrs=True,
                               allow_msg_ttl=True, deny_delete=True, discard=DiscardPolicy.OLD,
                               max_msgs_per_subject=1, max_bytes=self.max_bytes, max_age=self.max_age_s,
-                              max_msg_size=PART_BYTES + 64 * 1024, storage=StorageType.FILE)
+                              max_msg_size=PART_BYTES + 64 * 1024, storage=StorageType.FILE,
+                              num_replicas=nats_client.stream_replicas())
         while True:
             try:
                 try:
@@ -196,7 +226,7 @@ class CacheStore:
                 return
             headers = msg.headers or {}
             with contextlib.suppress(KeyError, ValueError):
-                index.note(msg.subject[len(SUBJECT):], int(headers[EXPIRES]), int(headers[WRITE_ID]))
+                index.note(msg.subject.rpartition(".")[2], int(headers[EXPIRES]), int(headers[WRITE_ID]))
             seen += 1
             if target is not None and seen >= target and not index.complete:
                 caught_up()
@@ -206,7 +236,7 @@ class CacheStore:
             asyncio.get_running_loop().create_task(_unsubscribe(sub))  # announcements from now on
 
         sub = await self._nc.jetstream().subscribe(
-            f"{SUBJECT}*", stream=STREAM, cb=on_head, ordered_consumer=True, headers_only=True,
+            f"{SUBJECT}*.*", stream=STREAM, cb=on_head, ordered_consumer=True, headers_only=True,
             deliver_policy=DeliverPolicy.LAST_PER_SUBJECT)
         self._watch_sub = sub
         info = await sub.consumer_info()
@@ -226,8 +256,8 @@ class CacheStore:
 
     # ---------------------------------------------------------------- read --
 
-    async def get(self, key: str) -> cpb.CacheEntry | None:
-        """The entry stored under ``key`` with its events, or None (absent,
+    async def get(self, key: str, tenant: str) -> cpb.CacheEntry | None:
+        """The entry stored under ``key`` for ``tenant`` with its events, or None (absent,
         incomplete, unreadable, or the store unavailable). Callers must not
         modify it: it may be this replica's local copy."""
         if not self.available:
@@ -239,15 +269,16 @@ class CacheStore:
             return local
         assert self._nc is not None
         self.fetched += 1
+        name = value_name(tenant, key)
         try:
-            data = await self._get_raw(key)
+            data = await self._get_raw(name)
             if data is None:
                 # Not stored yet (an announcement can overtake the stream's write) or evicted by the size
                 # bound: a miss, whose answer is stored again. The index keeps the key meanwhile.
                 return None
             entry = cpb.CacheEntry.FromString(data)
             if entry.parts:
-                parts = await asyncio.gather(*(self._get_raw(f"{key}.{entry.part_id}.{n}")
+                parts = await asyncio.gather(*(self._get_raw(f"{name}.{entry.part_id}.{n}")
                                                for n in range(entry.parts)))
                 if any(part is None for part in parts):
                     return None  # evicted before its head: the next write replaces it
@@ -266,9 +297,9 @@ class CacheStore:
             log.warning("cache: unreadable entry (%s)", type(exc).__name__)
             return None
 
-    async def _get_raw(self, key: str) -> bytes | None:
+    async def _get_raw(self, name: str) -> bytes | None:
         assert self._nc is not None
-        msg = await self._nc.request(DIRECT_GET + key, b"", timeout=self.lookup_timeout_s)
+        msg = await self._nc.request(DIRECT_GET + name, b"", timeout=self.lookup_timeout_s)
         if msg.headers and msg.headers.get("Status"):  # 404: no such key (or expired)
             return None
         return msg.data
@@ -300,7 +331,7 @@ class CacheStore:
             return False
         headers = {"Nats-TTL": str(ttl_s), EXPIRES: str(entry.expires_ms), WRITE_ID: str(entry.write_id)}
         record = _RECORD.pack(slot_of(key), entry.expires_ms, entry.write_id)
-        self._queue.append((key, head, parts, part_id, headers, record))
+        self._queue.append((value_name(entry.tenant, key), head, parts, part_id, headers, record))
         self._queued_bytes += size
         self._wake.set()
         self.index.note(key, entry.expires_ms, entry.write_id)
@@ -315,10 +346,10 @@ class CacheStore:
                 continue
             records = []
             while self._queue:
-                key, head, parts, part_id, headers, record = self._queue.popleft()
+                name, head, parts, part_id, headers, record = self._queue.popleft()
                 self._queued_bytes -= len(head) + sum(len(part) for part in parts)
                 try:
-                    await self._write(key, head, parts, part_id, headers)
+                    await self._write(name, head, parts, part_id, headers)
                     records.append(record)
                     self.written += 1
                 except asyncio.CancelledError:
@@ -331,14 +362,54 @@ class CacheStore:
                     await self._nc.publish(INDEX_SUBJECT, b"".join(records))
             await asyncio.sleep(WRITE_INTERVAL_S)  # writes arriving meanwhile leave in one socket write
 
-    async def _write(self, key: str, head: bytes, parts: list[bytes], part_id: str, headers: dict[str, str]) -> None:
+    async def _write(self, name: str, head: bytes, parts: list[bytes], part_id: str, headers: dict[str, str]) -> None:
         nc = self._nc
         if nc is None or not nc.is_connected:
             raise ConnectionError("NATS unavailable")
         ttl = {"Nats-TTL": headers["Nats-TTL"]}
         for n, part in enumerate(parts):  # continuation values first: a reader never sees a head without them
-            await nc.publish(f"{SUBJECT}{key}.{part_id}.{n}", part, headers=ttl)
-        await nc.publish(SUBJECT + key, head, headers=headers)
+            await nc.publish(f"{SUBJECT}{name}.{part_id}.{n}", part, headers=ttl)
+        await nc.publish(SUBJECT + name, head, headers=headers)
+
+    # --------------------------------------------------------------- purge --
+
+    async def purge(self, tenant: str | None, timeout_s: float = 10.0) -> int:
+        """Remove ``tenant``'s entries (every entry when None) from the bucket
+        and from every replica's memory; how many stored values went (an
+        answer over ``PART_BYTES`` is several). CachePurgeError when NATS
+        cannot do it."""
+        nc = self._nc
+        if nc is None or not nc.is_connected or not self._ready:
+            raise CachePurgeError("the cache store (NATS) is not reachable")
+        token = tenant_token(tenant) if tenant is not None else None
+        request = {"filter": f"{SUBJECT}{token}.>"} if token is not None else {}
+        try:
+            reply = orjson.loads((await nc.request(PURGE_API, orjson.dumps(request), timeout=timeout_s)).data)
+        except (TimeoutError, NatsError, orjson.JSONDecodeError) as exc:
+            raise CachePurgeError(f"the purge request failed ({type(exc).__name__})") from None
+        if not isinstance(reply, dict) or not reply.get("success"):
+            error = reply.get("error", {}) if isinstance(reply, dict) else {}
+            raise CachePurgeError(f"NATS refused the purge: {error.get('description', 'no reason given')}")
+        announcement = token.encode() if token is not None else ALL
+        self._forget(announcement)
+        with contextlib.suppress(Exception):  # a replica that misses it serves its local copies until they age out
+            await nc.publish(PURGED_SUBJECT, announcement)
+        return int(reply.get("purged", 0))
+
+    async def _on_purged(self, msg: Msg) -> None:
+        self._forget(msg.data)
+
+    def _forget(self, announcement: bytes) -> None:
+        """Drop what this replica holds of a purged tenant (or of everything)."""
+        if announcement == ALL:
+            self.local.clear()
+            self.index.clear()
+            self._queue.clear()
+        else:
+            token = announcement.decode(errors="replace")
+            self.local.drop_if(lambda entry: tenant_token(entry.tenant) == token)
+            self._queue = deque(queued for queued in self._queue if not queued[0].startswith(token + "."))
+        self._queued_bytes = sum(len(queued[1]) + sum(map(len, queued[2])) for queued in self._queue)
 
 
 async def _unsubscribe(sub: object) -> None:

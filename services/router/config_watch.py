@@ -23,7 +23,6 @@ providers, keys and limits are read by the other services at start-up.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -95,9 +94,7 @@ class ConfigWatcher:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._nc is not None:
-            with contextlib.suppress(Exception):
-                await self._nc.close()
+        await nats_client.close(self._nc)
 
     async def _run(self) -> None:
         while True:
@@ -156,19 +153,8 @@ class ConfigWatcher:
     async def _open_bucket(self) -> None:
         """Open the bucket, creating it when it does not exist (first start, or an operator deleted it)."""
         assert self._nc is not None
-        js = self._nc.jetstream()
-        while True:
-            try:
-                try:
-                    self._kv = await js.key_value(BUCKET)
-                except BucketNotFoundError:
-                    with contextlib.suppress(Exception):  # another replica may create it at the same moment
-                        await js.create_key_value(bucket=BUCKET, history=5, max_value_size=2 * MAX_TEXT_BYTES)
-                    self._kv = await js.key_value(BUCKET)
-                return
-            except Exception as exc:  # JetStream not ready yet after a server start
-                log.warning("config: cannot open bucket %s (%s); retrying", BUCKET, type(exc).__name__)
-                await asyncio.sleep(1)
+        self._kv = await nats_client.open_bucket(self._nc.jetstream(), BUCKET, history=5,
+                                                 max_value_size=2 * MAX_TEXT_BYTES)
 
     async def _sync(self) -> None:
         """Publish a pending file edit (or the start-up file), then serve what

@@ -17,14 +17,13 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Protocol
 
 import grpc
-from opentelemetry import trace
-from opentelemetry.trace import Span, Tracer
 
 from router.breaker import BreakerBoard
-from router.routes import Leaf, Plan
-from switchyard import attributes, event_tags, telemetry
+from router.routes import Leaf, Plan, Target
+from switchyard import event_tags
 from switchyard.metering import add_usage
 from switchyard.session import Streamer, TransportError
 from switchyard.v1 import chat_pb2 as pb
@@ -120,14 +119,20 @@ class RunContext:
     breakers: BreakerBoard
     plan: Plan
     outcome: Outcome = field(default_factory=Outcome)
-    tracer: Tracer | None = None
-    span: Span | None = None
     provider_types: dict[str, str] = field(default_factory=dict)  # provider name -> API type
     attempts_started: int = 0
     cache: str = ""  # the cache stage's status, for the started event
+    models: TargetCheck | None = None  # models' shared limits, checked before a target's first attempt
+    headers: dict[str, str] | None = None  # for the client, on the started event (rate-limit state)
+    received: float = 0.0  # time.monotonic() when the router received the request (0: unknown)
 
     def remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
+
+
+class TargetCheck(Protocol):
+    async def admit(self, target: Target) -> pb.Error | None:
+        """None to go ahead; otherwise the error that skips this target."""
 
 
 def _varint(value: int) -> bytes:
@@ -143,12 +148,12 @@ def _varint(value: int) -> bytes:
 
 
 def generate_request_bytes(request_bytes: bytes, provider: str, model: str, attempt: int,
-                           trace_context: dict[str, str] | None = None,
                            timeouts: ppb.AttemptTimeouts | None = None) -> bytes:
-    """GenerateRequest wire bytes embedding the already-serialised ChatRequest."""
-    if trace_context or timeouts is not None:
+    """GenerateRequest wire bytes embedding the already-serialised ChatRequest
+    (the attempt's trace context is appended by the session hook, when traced)."""
+    if timeouts is not None:
         tail = ppb.GenerateRequest(target=ppb.Target(provider=provider, model=model), attempt=attempt,
-                                   trace_context=trace_context, timeouts=timeouts).SerializeToString()
+                                   timeouts=timeouts).SerializeToString()
     else:
         tail = _plain_tail(provider, model, attempt)
     return b"\x0a" + _varint(len(request_bytes)) + request_bytes + tail
@@ -207,6 +212,8 @@ def _started(ctx: RunContext, provider: str, model: str, attempt: int) -> pb.Sta
         started.arm = ctx.outcome.arm
     if ctx.cache:
         started.cache = ctx.cache
+    if ctx.headers:
+        started.headers.update(ctx.headers)
     return started
 
 
@@ -221,20 +228,18 @@ async def stream_attempt(leaf: Leaf, ctx: RunContext, record: Attempt) -> AsyncI
     began = time.monotonic()
     remaining = ctx.remaining()
     timeout = None if remaining is None else max(remaining, 0.001)
-    span = None
-    trace_context = None
-    if ctx.tracer is not None and ctx.span is not None:
-        span = ctx.tracer.start_span("attempt", context=trace.set_span_in_context(ctx.span), attributes={
-            attributes.PROVIDER: target.provider, attributes.GEN_AI_REQUEST_MODEL: target.model,
-            attributes.ATTEMPT: number})
-        trace_context = telemetry.inject(span)
     payload = generate_request_bytes(overridden(ctx.request_bytes, leaf), target.provider, target.model, number,
-                                     trace_context, attempt_timeouts(leaf))
+                                     attempt_timeouts(leaf))
+    sent = time.monotonic()
     events = ctx.generate(payload, timeout)
     committed = False
+    worker_timing: pb.Timing | None = None
     try:
         async for raw in events:
             tag = raw[0] if raw else 0
+            if tag == event_tags.TIMING:  # the worker's share of the time to first output: on our started event
+                worker_timing = ppb.GenerateEvent.FromString(raw).timing
+                continue
             if tag == event_tags.ERROR:
                 error = ppb.GenerateEvent.FromString(raw).error
                 record.error_type, record.status, record.code = error.type, error.status, error.code
@@ -246,6 +251,12 @@ async def stream_attempt(leaf: Leaf, ctx: RunContext, record: Attempt) -> AsyncI
             if not committed:
                 committed = True
                 outcome.started = started = _started(ctx, target.provider, target.model, number)
+                if ctx.received:
+                    timing = started.timing
+                    if worker_timing is not None:
+                        timing.CopyFrom(worker_timing)
+                    timing.router_us = int((sent - ctx.received) * 1e6)
+                    timing.router_total_us = int((time.monotonic() - ctx.received) * 1e6)
                 body = started.SerializeToString()  # as ChatEvent field 1, without building a ChatEvent
                 yield b"\x0a" + _varint(len(body)) + body
                 outcome.unbilled, outcome.chunks, outcome.chunk_bytes = True, 0, 0
@@ -279,8 +290,3 @@ async def stream_attempt(leaf: Leaf, ctx: RunContext, record: Attempt) -> AsyncI
     finally:
         record.latency_ms = (time.monotonic() - began) * 1000
         await events.aclose()
-        if span is not None:
-            span.set_attribute(attributes.OUTCOME, record.outcome)
-            if record.error_type:
-                span.set_attribute(attributes.ERROR_TYPE, record.error_type)
-            span.end()

@@ -24,13 +24,13 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from router.budgets import commit_op, renew_op, reserve_op
+from router.budgets import commit_op, orphan_op, renew_op, reserve_op, status_op
 from router.ledger import Ledger, StoreUnavailableError
 from router.limits import RateDecision, adjust_op, admit_op, headers
-from router.routes import Branch, Leaf, Plan, RoutingTable, leaves
+from router.routes import Branch, Leaf, Plan, RoutingTable, Target, leaves
 from switchyard import tokens
 from switchyard.catalogue import facts, price_for
-from switchyard.config import GovernanceSpec, RateLimitSpec
+from switchyard.config import GovernanceSpec, RateLimitSpec, TenantSpec
 from switchyard.errors import SwitchyardError
 from switchyard.v1 import chat_pb2 as pb
 
@@ -94,15 +94,25 @@ def shared_limits(plan: Plan, table: RoutingTable) -> list[_Rate]:
         spec = route.limits if route else None
         key, label = f"rl.r.{_name(plan.route)}", f"routing config @{plan.route}"
     elif isinstance(plan.root, Leaf):
-        target = plan.root.target
-        provider = table.config.providers.get(target.provider)
-        model = provider.model(target.model) if provider else None
-        spec = model.limits if model else None
-        key, label = f"rl.m.{_name(target.name)}", f"model {target.model}"
+        rate = model_limit(plan.root.target, table)
+        return [rate] if rate is not None else []
     if spec is None or not (spec.rpm or spec.tpm):
         return []
-    return [_Rate(key, pb.RateLimit(rpm=spec.rpm or 0, tpm=spec.tpm or 0,
-                                    fail_closed=spec.on_store_unavailable == "closed"), label)]
+    return [_Rate(key, _limit(spec), label)]
+
+
+def model_limit(target: Target, table: RoutingTable) -> _Rate | None:
+    """The limit every key shares on one model of one provider, if it has one."""
+    provider = table.config.providers.get(target.provider)
+    model = provider.model(target.model) if provider else None
+    spec = model.limits if model else None
+    if spec is None or not (spec.rpm or spec.tpm):
+        return None
+    return _Rate(f"rl.m.{_name(target.name)}", _limit(spec), f"model {target.model}")
+
+
+def _limit(spec: RateLimitSpec) -> pb.RateLimit:
+    return pb.RateLimit(rpm=spec.rpm or 0, tpm=spec.tpm or 0, fail_closed=spec.on_store_unavailable == "closed")
 
 
 def _name(value: str) -> str:
@@ -111,6 +121,30 @@ def _name(value: str) -> str:
 
 def _period(spec: pb.Budget) -> str:
     return spec.period + (str(spec.window_s) if spec.period == "rolling" else "")
+
+
+def _budgets_of(identity: pb.Identity, end_user: str, table: RoutingTable) -> list[_Budget]:
+    """``_budgets`` of a key (and ``end_user`` under it, when given) as configured in ``table``."""
+    tenant = table.config.tenants.get(identity.tenant) if table.config.tenants else None
+    return _budgets(identity, tenant, _name(identity.key_id), _name(end_user) if end_user else "")
+
+
+def _budgets(identity: pb.Identity, tenant: TenantSpec | None, key: str, user: str) -> list[_Budget]:
+    """The budget entries a request charges: its key's, its end user's (under
+    its key) and its tenant's. ``key`` and ``user`` are ledger-safe names."""
+    budgets = []
+    for spec in identity.budgets:
+        if spec.scope == "end_user":
+            if user:
+                budgets.append(_Budget(f"bg.u.{key}.{user}.{_period(spec)}", spec, "end user"))
+        else:
+            budgets.append(_Budget(f"bg.k.{key}.{_period(spec)}", spec, "key"))
+    if tenant is not None:
+        for b in tenant.budgets:
+            spec = pb.Budget(usd=b.usd, period=b.period, window_s=b.window_s, scope="tenant", hard=b.hard,
+                             fail_open=b.on_store_unavailable == "open")
+            budgets.append(_Budget(f"bg.t.{_name(identity.tenant)}.{_period(spec)}", spec, "tenant"))
+    return budgets
 
 
 class Governor:
@@ -140,17 +174,7 @@ class Governor:
             grant.rates.append(_Rate(f"rl.k.{key}", identity.key_limit, "key"))
         if user and (identity.end_user_limit.rpm or identity.end_user_limit.tpm):
             grant.rates.append(_Rate(f"rl.u.{key}.{user}", identity.end_user_limit, "end user"))
-        for spec in identity.budgets:
-            if spec.scope == "end_user":
-                if user:
-                    grant.budgets.append(_Budget(f"bg.u.{key}.{user}.{_period(spec)}", spec, "end user"))
-            else:
-                grant.budgets.append(_Budget(f"bg.k.{key}.{_period(spec)}", spec, "key"))
-        if tenant is not None:
-            for b in tenant.budgets:
-                spec = pb.Budget(usd=b.usd, period=b.period, window_s=b.window_s, scope="tenant", hard=b.hard,
-                                 fail_open=b.on_store_unavailable == "open")
-                grant.budgets.append(_Budget(f"bg.t.{_name(identity.tenant)}.{_period(spec)}", spec, "tenant"))
+        grant.budgets.extend(_budgets(identity, tenant, key, user))
         needs_tokens = grant.budgets or any(r.limit.tpm for r in grant.rates)
         if needs_tokens:
             grant.prompt_tokens = tokens.prompt_tokens(request)
@@ -170,6 +194,18 @@ class Governor:
         self._live[grant.rid] = grant
         self._renew_soon()
         return grant
+
+    def model_gate(self, request: pb.ChatRequest, plan: Plan, table: RoutingTable,
+                   grant: Grant | None) -> ModelGate | None:
+        """The per-attempt check of models' shared limits for a plan that can
+        reach more than the one model it names (a routing config, fallbacks);
+        a plain model was charged at admission. None: no model it reaches has
+        a limit."""
+        if not table.model_limits or (isinstance(plan.root, Leaf) and not plan.route):
+            return None
+        if not any(model_limit(leaf.target, table) for leaf, _ in leaves(plan.root)):
+            return None
+        return ModelGate(self, request, plan, table, grant)
 
     def _plan_facts(self, plan: Plan, table: RoutingTable, request: pb.ChatRequest) -> tuple[float, float, int, int]:
         """Highest input and output price per token and output tokens over every
@@ -286,6 +322,36 @@ class Governor:
         finally:
             self._live.pop(grant.rid, None)
 
+    async def settle_orphan(self, request: pb.ChatRequest, cost: float, table: RoutingTable) -> int:
+        """Charge ``cost`` to the budgets of an answer whose router died
+        mid-answer (the edge's estimate of what it relayed); the number of
+        budget entries settled (charged now or before). An entry is charged
+        only while the request's reservation is still there (``orphan_op``):
+        when the router settled the request itself after all, or this call
+        is repeated, nothing more is counted. Raises StoreUnavailableError if
+        NATS did not answer, so that the caller may try again."""
+        budgets = _budgets_of(request.identity, request.routing.end_user or request.user, table)
+        if cost <= 0 or not budgets:
+            return 0
+        results = await asyncio.gather(
+            *(self.budgets.apply(b.key, orphan_op(request.request_id, cost, b.spec.period, b.spec.window_s))
+              for b in budgets), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise StoreUnavailableError(f"{len(failed)} of {len(budgets)} budget entries not charged: {failed[0]}")
+        return len(budgets)
+
+    async def budget_status(self, identity: pb.Identity, table: RoutingTable,
+                            end_user: str = "") -> list[tuple[pb.Budget, float, float]]:
+        """(budget, spent, reserved) now for each budget of a key and of its
+        tenant, and of ``end_user`` under the key when given (there is one
+        entry per end user, so they are not listed without one). Raises
+        StoreUnavailableError when NATS does not answer."""
+        budgets = _budgets_of(identity, end_user, table)
+        states = await asyncio.gather(*(self.budgets.apply(b.key, status_op(b.spec.period, b.spec.window_s))
+                                        for b in budgets))
+        return [(b.spec, spent, reserved) for b, (spent, reserved) in zip(budgets, states, strict=True)]
+
     # ----------------------------------------------------------- renewal --
 
     def _renew_soon(self) -> None:
@@ -322,6 +388,49 @@ class Governor:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
+
+
+class ModelGate:
+    """Charges a model's shared limit when an attempt is about to reach it
+    through a routing config or fallbacks. A target over its limit is skipped
+    like one whose breaker is open: the plan moves on (a 429 is a fallback
+    class by default), and the client hears the 429 naming the model only if
+    nothing else answered. Charged once per target and request (its retries
+    included); settled with the request's other limits."""
+
+    def __init__(self, governor: Governor, request: pb.ChatRequest, plan: Plan, table: RoutingTable,
+                 grant: Grant | None) -> None:
+        self.governor = governor
+        self.request = request
+        self.plan = plan
+        self.table = table
+        self.grant = grant
+        self._charged: set[str] = set()
+
+    async def admit(self, target: Target) -> pb.Error | None:
+        rate = model_limit(target, self.table)
+        if rate is None or rate.key in self._charged:
+            return None
+        self._charged.add(rate.key)
+        grant = self.grant
+        if grant is None:
+            grant = self.grant = Grant(self.request.request_id)
+        if rate.limit.tpm and not grant.tokens_reserved:
+            grant.prompt_tokens = grant.prompt_tokens or tokens.prompt_tokens(self.request)
+            grant.tokens_reserved = grant.prompt_tokens + self.governor._plan_facts(
+                self.plan, self.table, self.request)[2]
+        try:
+            decision = await self.governor.limits.apply(
+                rate.key, admit_op(rate.limit.rpm, rate.limit.tpm, grant.tokens_reserved))
+        except Exception as exc:  # the store: fail open unless the limit says closed
+            return _unavailable(exc) if rate.limit.fail_closed else None
+        if not decision.admitted:
+            error = _rate_limited(decision, rate.label)
+            error.retryable, error.provider = True, target.provider
+            return error
+        rate.admitted = True
+        grant.rates.append(rate)
+        return None
 
 
 class StreamMeter:

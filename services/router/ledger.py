@@ -22,7 +22,6 @@ dropped, since a write that timed out may still have landed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -31,7 +30,7 @@ from typing import Any
 
 import nats
 import orjson
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from switchyard import nats_client
@@ -198,26 +197,13 @@ class Buckets:
                                       connect_timeout=2, name="switchyard-router-governance", error_cb=_quiet)
         js = self._nc.jetstream()
         for name, spec in self.specs.items():
-            while True:
-                try:
-                    try:
-                        self._kvs[name] = await js.key_value(name)
-                    except BucketNotFoundError:
-                        with contextlib.suppress(Exception):  # another replica may create it at the same moment
-                            await js.create_key_value(bucket=name, history=1, **spec)
-                        self._kvs[name] = await js.key_value(name)
-                    break
-                except Exception as exc:  # JetStream not ready yet after a server start
-                    log.warning("governance: cannot open bucket %s (%s); retrying", name, type(exc).__name__)
-                    await asyncio.sleep(1)
+            self._kvs[name] = await nats_client.open_bucket(js, name, history=1, **spec)
 
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self._nc is not None:
-            with contextlib.suppress(Exception):
-                await self._nc.close()
+        await nats_client.close(self._nc)
 
 
 async def _quiet(exc: Exception) -> None:

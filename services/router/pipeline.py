@@ -7,10 +7,12 @@
              then the key's and end user's rate limits, concurrency cap and the
              key's, end user's and tenant's budgets (governance.py)
 4. cache   — a hit is replayed from the shared store and never reaches a provider
-             worker (it still counts against rate limits, and costs nothing);
+             worker (it still counts against rate limits, and costs nothing); a
+             non-streaming miss identical to a request running here waits for it;
              otherwise the answer is recorded for storing (cache.py)
 5. run     — strategies drive attempts, falling back only before output (policy.py,
-             one attempt in execute.py); a hard budget meters the stream
+             one attempt in execute.py); a model's shared limit is charged when a
+             routing config or a fallback reaches it; a hard budget meters the stream
 6. settle  — a complete answer stored, the decision trace if asked for, an answer
              cut before its usage billed by estimate, one usage event always
              (usage.py), reservations settled
@@ -24,17 +26,16 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 
-from opentelemetry.trace import SpanKind, Tracer
-
 from router.admission import check_scope
 from router.breaker import BreakerBoard
-from router.cache import ResponseCache
+from router.cache import ResponseCache, Ticket
 from router.execute import BeforeOutputError, Outcome, RunContext
-from router.governance import Governor, Grant, budget_cut
+from router.governance import Governor, Grant, ModelGate, budget_cut
+from router.limits import headers
 from router.policy import plan_failed, stream_node
 from router.routes import Plan, RoutingTable
 from router.usage import UsageSink, bill_unfinished, build_usage_event
-from switchyard import attributes, event_tags, telemetry
+from switchyard import event_tags
 from switchyard.errors import InvalidRequestError, SwitchyardError
 from switchyard.session import Streamer
 from switchyard.v1 import chat_pb2 as pb
@@ -42,14 +43,13 @@ from switchyard.v1 import chat_pb2 as pb
 
 class Pipeline:
     def __init__(self, table: Callable[[], RoutingTable], generate: Streamer, usage: UsageSink,
-                 breakers: BreakerBoard, tracer: Tracer | None = None, governor: Governor | None = None,
+                 breakers: BreakerBoard, governor: Governor | None = None,
                  cache: ResponseCache | None = None) -> None:
         self.governor = governor
         self.table = table
         self.generate = generate
         self.usage = usage
         self.breakers = breakers
-        self.tracer = tracer
         self.cache = cache or ResponseCache()
 
     async def stream(self, request_bytes: bytes, deadline: float | None) -> AsyncIterator[bytes]:
@@ -60,12 +60,8 @@ class Pipeline:
         outcome = Outcome()
         plan: Plan | None = None
         grant: Grant | None = None
-        span = None
-        if self.tracer is not None:
-            span = self.tracer.start_span("switchyard.v1.Router/Chat", kind=SpanKind.SERVER,
-                                          context=telemetry.extract(request.trace_context), attributes={
-                                              attributes.REQUEST_ID: request.request_id,
-                                              attributes.GEN_AI_REQUEST_MODEL: request.model})
+        models: ModelGate | None = None
+        cached: Ticket | None = None
         try:
             try:
                 request_bytes = expand(table, request, request_bytes, outcome)
@@ -77,11 +73,16 @@ class Pipeline:
                 outcome.error = exc.to_proto()
                 yield pb.ChatEvent(error=outcome.error).SerializeToString()
                 return
+            limit_headers = headers(grant.decision) if grant is not None and grant.decision is not None else None
             cached = self.cache.admit(request, plan, table)
             if cached.applies:
                 outcome.cache_status = cached.status
-            if cached.read and (entry := await self.cache.lookup(cached)) is not None:
-                for raw in self.cache.replay(entry, cached, request, plan, outcome):
+            entry = await self.cache.lookup(cached) if cached.read else None
+            if entry is None and cached.coalesce_s:
+                remaining = deadline - time.monotonic() if deadline is not None else None
+                entry = await self.cache.coalesce(cached, request, remaining)
+            if entry is not None:
+                for raw in self.cache.replay(entry, cached, request, plan, outcome, limit_headers, received):
                     yield raw
                 if request.routing.trace:
                     yield pb.ChatEvent(trace=decision_trace(plan, outcome, cached.to_proto())).SerializeToString()
@@ -90,8 +91,10 @@ class Pipeline:
                 outcome.error = refused
                 yield pb.ChatEvent(error=refused).SerializeToString()
                 return
+            models = self.governor.model_gate(request, plan, table, grant) if self.governor is not None else None
             ctx = RunContext(request, request_bytes, deadline, self.generate, self.breakers, plan, outcome,
-                             self.tracer, span, table.provider_types, cache=cached.status)
+                             table.provider_types, cache=cached.status, models=models, headers=limit_headers,
+                             received=received)
             record = self.cache.recorder(cached, request)
             events = stream_node(plan.root, ctx, "")
             meter = grant.meter if grant is not None else None
@@ -116,27 +119,16 @@ class Pipeline:
             if request.routing.trace:
                 yield pb.ChatEvent(trace=decision_trace(plan, outcome, cached.to_proto())).SerializeToString()
         finally:
+            if cached is not None:
+                self.cache.release(cached)  # requests waiting for this answer get it, or run themselves
+            if models is not None:
+                grant = models.grant  # the admission's grant, or one holding only models' limits
             if outcome.unbilled:
                 bill_unfinished(request, outcome, table, grant.meter.delivered_tokens
                                 if grant is not None and grant.meter is not None else None)
             if grant is not None:
                 self.governor.settle(grant, outcome.usage)  # type: ignore[union-attr]
-            self._settle(request, plan, outcome, received, span)
-
-    def _settle(self, request: pb.ChatRequest, plan: Plan | None, outcome: Outcome, received: float,
-                span: object) -> None:
-        event = build_usage_event(request, plan, outcome, received)
-        if span is None:
-            self.usage.record(event)
-            return
-        span.set_attribute(attributes.OUTCOME, event.status)
-        span.set_attribute(attributes.GEN_AI_USAGE_INPUT_TOKENS, event.usage.prompt_tokens)
-        span.set_attribute(attributes.GEN_AI_USAGE_OUTPUT_TOKENS, event.usage.completion_tokens)
-        span.set_attribute(attributes.COST_USD, event.usage.cost_usd)
-        if event.model:
-            span.set_attribute(attributes.GEN_AI_RESPONSE_MODEL, event.model)
-        self.usage.record(event, telemetry.inject(span))  # the usage event joins the trace
-        span.end()
+            self.usage.record(build_usage_event(request, plan, outcome, received))
 
 
 def expand(table: RoutingTable, request: pb.ChatRequest, request_bytes: bytes, outcome: Outcome) -> bytes:

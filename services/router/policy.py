@@ -75,6 +75,9 @@ async def stream_leaf(leaf: Leaf, ctx: RunContext, route: str) -> AsyncIterator[
     while True:
         record = Attempt(target.provider, target.model, route, retries, wait * 1000)
         ctx.outcome.attempts.append(record)
+        if ctx.models is not None and not retries and (refusal := await ctx.models.admit(target)) is not None:
+            record.outcome, record.code = "skipped", refusal.code
+            raise BeforeOutputError(refusal)
         if breaker is not None and not breaker.allow():
             record.outcome, record.code = "skipped", "breaker_open"
             raise BeforeOutputError(pb.Error(

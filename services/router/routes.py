@@ -84,6 +84,8 @@ class RoutingTable:
         self.templates = TemplateStore(config.templates)
         self.provider_types = {name: spec.type for name, spec in config.providers.items()}
         self.versions = {slug: (document.version_of(slug) if document else 0) or 1 for slug in config.routes}
+        # Whether any model has a limit of its own: without one, no plan needs the governor's per-attempt check.
+        self.model_limits = any(m.limits is not None for spec in config.providers.values() for m in spec.models)
         self._compiled: dict[tuple[object, ...], Branch] = {}
         self._plans: dict[str, Plan] = {}  # plans of requests without fallbacks, by model identifier
 

@@ -12,12 +12,15 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
+from router.cache_store import CachePurgeError
+from router.governance import Governor
+from router.ledger import StoreUnavailableError
 from router.listing import get_model, list_models
 from router.pipeline import Pipeline
 from router.routes import RoutingTable
 from router.unary import UnaryRouter
-from switchyard.grpc_server import identity
-from switchyard.session import SessionServicer
+from switchyard.grpc_server import identity, unary
+from switchyard.session import CallObserver, SessionServicer
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import embed_pb2 as epb
 from switchyard.v1 import router_pb2 as rpb
@@ -32,14 +35,16 @@ def internal_error(exc: BaseException) -> bytes:
 
 
 class RouterServicer:
-    def __init__(self, pipeline: Pipeline, table: Callable[[], RoutingTable], unary: UnaryRouter) -> None:
+    def __init__(self, pipeline: Pipeline, table: Callable[[], RoutingTable], unary: UnaryRouter,
+                 observer: CallObserver | None = None, governor: Governor | None = None) -> None:
         self.pipeline = pipeline
+        self.governor = governor
         self.table = table
         self.unary = unary
-        self.session = SessionServicer(pipeline.stream, on_error=internal_error)
+        self.session = SessionServicer(pipeline.stream, on_error=internal_error, observer=observer)
 
     async def chat(self, request_bytes: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        async for raw in self.pipeline.stream(request_bytes, _deadline(context)):
+        async for raw in self.session.handler(request_bytes, _deadline(context)):
             yield raw
 
     async def list_models(self, request: rpb.ListModelsRequest,
@@ -55,20 +60,52 @@ class RouterServicer:
                            context: grpc.aio.ServicerContext) -> pb.CountTokensResponse:
         return await self.unary.count_tokens(request, _deadline(context))
 
+    async def settle_orphan(self, request: rpb.OrphanSettlement,
+                            context: grpc.aio.ServicerContext) -> rpb.OrphanSettled:
+        if self.governor is None:
+            return rpb.OrphanSettled()
+        try:
+            charged = await self.governor.settle_orphan(request.request, request.cost_usd, self.table())
+        except StoreUnavailableError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"budgets not charged: {exc}")
+        return rpb.OrphanSettled(budgets=charged)
+
+    async def budget_status(self, request: rpb.BudgetStatusRequest,
+                            context: grpc.aio.ServicerContext) -> rpb.BudgetStatusResponse:
+        if self.governor is None:
+            return rpb.BudgetStatusResponse()
+        try:
+            found = await self.governor.budget_status(request.identity, self.table(), request.end_user)
+        except StoreUnavailableError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"budgets not readable: {exc}")
+        return rpb.BudgetStatusResponse(budgets=[
+            rpb.BudgetState(scope=spec.scope or "key", period=spec.period, window_s=spec.window_s, usd=spec.usd,
+                            spent_usd=spent, reserved_usd=reserved, hard=spec.hard,
+                            end_user=request.end_user if spec.scope == "end_user" else "")
+            for spec, spent, reserved in found])
+
+    async def purge_cache(self, request: rpb.PurgeCacheRequest,
+                          context: grpc.aio.ServicerContext) -> rpb.PurgeCacheResponse:
+        store = self.pipeline.cache.store
+        if store is None:  # no NATS: nothing is cached
+            return rpb.PurgeCacheResponse()
+        try:
+            purged = await store.purge(None if request.all else request.tenant)
+        except CachePurgeError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        return rpb.PurgeCacheResponse(purged=purged)
+
     def register(self, server: grpc.aio.Server) -> list[str]:
         handlers = {
             "Chat": grpc.unary_stream_rpc_method_handler(self.chat, request_deserializer=identity,
                                                          response_serializer=identity),
             "ChatSession": self.session.method_handler(),
-            "ListModels": grpc.unary_unary_rpc_method_handler(
-                self.list_models, request_deserializer=rpb.ListModelsRequest.FromString,
-                response_serializer=rpb.ListModelsResponse.SerializeToString),
-            "Embed": grpc.unary_unary_rpc_method_handler(
-                self.embed, request_deserializer=epb.EmbedRequest.FromString,
-                response_serializer=epb.EmbedResponse.SerializeToString),
-            "CountTokens": grpc.unary_unary_rpc_method_handler(
-                self.count_tokens, request_deserializer=pb.ChatRequest.FromString,
-                response_serializer=pb.CountTokensResponse.SerializeToString),
+            "ListModels": unary(self.list_models, rpb.ListModelsRequest, rpb.ListModelsResponse),
+            "Embed": unary(self.embed, epb.EmbedRequest, epb.EmbedResponse),
+            "CountTokens": unary(self.count_tokens, pb.ChatRequest, pb.CountTokensResponse),
+            "SettleOrphan": unary(self.settle_orphan, rpb.OrphanSettlement, rpb.OrphanSettled),
+            "BudgetStatus": unary(self.budget_status, rpb.BudgetStatusRequest, rpb.BudgetStatusResponse),
+            "PurgeCache": unary(self.purge_cache, rpb.PurgeCacheRequest, rpb.PurgeCacheResponse),
         }
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
         return [SERVICE]

@@ -23,8 +23,10 @@ import grpc
 
 from router.admission import check_scope
 from router.breaker import BreakerBoard
+from router.embed_spans import EmbedSpans, attempt_ended, call_ended
 from router.execute import Attempt, BeforeOutputError, Decision, Outcome
 from router.governance import Governor, Grant
+from router.limits import headers
 from router.policy import _upstream_fault, arm_index, falls_back, most_informative, plan_failed
 from router.retry import backoff_s
 from router.routes import Branch, Leaf, Node, Plan, RoutingTable
@@ -195,8 +197,10 @@ def _with_inputs(view: pb.ChatRequest, request: epb.EmbedRequest) -> pb.ChatRequ
 class UnaryRouter:
     def __init__(self, table: Callable[[], RoutingTable], breakers: BreakerBoard, usage: UsageSink,
                  embed: Callable[..., Awaitable[epb.EmbedResponse]],
-                 count: Callable[..., Awaitable[pb.CountTokensResponse]], governor: Governor | None = None) -> None:
+                 count: Callable[..., Awaitable[pb.CountTokensResponse]], governor: Governor | None = None,
+                 spans: EmbedSpans | None = None) -> None:
         self.governor = governor
+        self.spans = spans  # traces of embeddings calls (embed_spans.py)
         self.table = table
         self.breakers = breakers
         self.usage = usage
@@ -212,13 +216,27 @@ class UnaryRouter:
         outcome = Outcome()
         answer = epb.EmbedResponse()
         grant: Grant | None = None
+        spans = self.spans
+        span = spans.call(request) if spans is not None else None
         try:
             plan = _prepare(table, view)
             request.model = view.model
 
             async def call(target: ppb.Target, attempt: int, deadline: float | None) -> epb.EmbedResponse:
-                return await self._embed(ppb.EmbedAttempt(request=request, target=target, attempt=attempt),
-                                         timeout=_timeout(deadline))
+                message = ppb.EmbedAttempt(request=request, target=target, attempt=attempt)
+                if spans is None or span is None:
+                    return await self._embed(message, timeout=_timeout(deadline))
+                attempt_span = spans.attempt(span, message)
+                reply: epb.EmbedResponse | None = None
+                failure: BaseException | None = None
+                try:
+                    reply = await self._embed(message, timeout=_timeout(deadline))
+                    return reply
+                except BaseException as exc:
+                    failure = exc
+                    raise
+                finally:
+                    attempt_ended(attempt_span, target.model, reply, failure)
 
             if self.governor is not None:  # rate limits, budgets and concurrency, as for chat
                 grant = await self.governor.admit(_with_inputs(view, request), plan, table)
@@ -227,6 +245,8 @@ class UnaryRouter:
             outcome = run.outcome
             answer = await run.node(plan.root, "")
             answer.started.CopyFrom(outcome.started)
+            if grant is not None and grant.decision is not None:  # the key's rate-limit state, as for chat
+                answer.started.headers.update(headers(grant.decision))
             outcome.usage = answer.usage
         except SwitchyardError as exc:
             outcome.error = exc.to_proto()
@@ -243,6 +263,8 @@ class UnaryRouter:
             if answer.usage_estimated:
                 event.usage_estimated = True
             self.usage.record(event)
+            if span is not None:
+                call_ended(span, outcome.error, outcome.cancelled)
         if outcome.error is not None:
             return epb.EmbedResponse(error=outcome.error)
         return answer

@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import signal
 
 import uvloop
 from aiohttp import web
 
 from simulator.app import create_app
+from switchyard.shutdown import stop_signal
 
 
 async def serve(host: str, port: int) -> None:
     # handler_cancellation: notice at once when a client (the gateway) leaves.
+    stop = stop_signal()
     runner = web.AppRunner(create_app(), handler_cancellation=True, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port, backlog=1024).start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await runner.cleanup()
 

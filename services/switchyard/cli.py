@@ -9,7 +9,9 @@
   publish them (NATS key-value bucket), or as a file defines them;
 - ``switchyard usage --by model --since 1h``: the analytics summary;
 - ``switchyard keys create|list|show|revoke|rotate``: managed API keys
-  through the admin API (``/v1/admin/keys``, an admin key).
+  through the admin API (``/v1/admin/keys``, an admin key);
+- ``switchyard cache purge --tenant NAME | --all``: remove cached answers
+  (``/v1/admin/cache/purge``, an admin key).
 
 Subcommands are small functions registered in ``main``. ``models`` and
 ``usage`` call the edge with an API key (``SWITCHYARD_API_KEY``) at
@@ -180,7 +182,7 @@ async def _published(nats_url: str, timeout_s: float) -> tuple[dict[str, Any], i
     except (BucketNotFoundError, KeyNotFoundError):
         return None
     finally:
-        await nc.close()
+        await nats_client.close(nc)
     return json.loads(entry.value or b"{}"), entry.revision or 0
 
 
@@ -309,7 +311,8 @@ def keys(args: argparse.Namespace) -> int:
         one = f"{path}/{urllib.parse.quote(args.key_id, safe='')}"
         method, one = {"show": ("GET", one), "revoke": ("DELETE", one), "rotate": ("POST", one + "/rotate")}[
             args.action]
-        print(json.dumps(get_json("keys", base_url, key, one, method=method), indent=2))
+        params = [("end_user", args.end_user)] if args.action == "show" and args.end_user else None
+        print(json.dumps(get_json("keys", base_url, key, one, params, method=method), indent=2))
     return 0
 
 
@@ -318,6 +321,7 @@ def _add_keys(commands: Any) -> None:
     manage.add_argument("action", choices=("create", "list", "show", "revoke", "rotate"))
     manage.add_argument("key_id", nargs="?", default="", help="the key's id (show, revoke, rotate)")
     manage.add_argument("--id", default="", help="create: the new key's id (default: generated)")
+    manage.add_argument("--end-user", default="", help="show: also that end user's budget spend under the key")
     manage.add_argument("--tenant", default="default")
     manage.add_argument("--allow", action="append", default=[], metavar="MODEL",
                         help="a model or @route the key may use (repeatable; default: any)")
@@ -340,6 +344,29 @@ def _add_keys(commands: Any) -> None:
     manage.set_defaults(run=keys)
 
 
+# -------------------------------------------------------------------- cache --
+
+
+def cache(args: argparse.Namespace) -> int:
+    if bool(args.tenant) == args.all:
+        raise SystemExit("switchyard cache purge: give --tenant NAME or --all")
+    body = {"all": True} if args.all else {"tenant": args.tenant}
+    out = get_json("cache", args.base_url, _key(args, "cache"), "/admin/cache/purge", method="POST", body=body)
+    whose = "every tenant" if out["all"] else f"tenant {out['tenant']}"
+    count = out["purged"]
+    print(f"purged {count:,} stored value{'' if count == 1 else 's'} of cached answers ({whose})")
+    return 0
+
+
+def _add_cache(commands: Any) -> None:
+    parser = commands.add_parser("cache", help="purge cached answers (admin key)")
+    parser.add_argument("action", choices=("purge",))
+    parser.add_argument("--tenant", default="", help="only this tenant's entries")
+    parser.add_argument("--all", action="store_true", help="every tenant's entries")
+    _add_connection(parser)
+    parser.set_defaults(run=cache)
+
+
 def _add_connection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-url", default=os.environ.get("SWITCHYARD_BASE_URL", "http://127.0.0.1:8080/v1"))
     parser.add_argument("--key", default="", help="API key (default $SWITCHYARD_API_KEY)")
@@ -352,6 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_models(commands)
     _add_routes(commands)
     _add_keys(commands)
+    _add_cache(commands)
     report = commands.add_parser("usage", help="requests, tokens, cost and latency from the analytics service")
     report.add_argument("--by", default="", help="group by: model, provider, key, end_user, route, arm, tag.<name>...")
     report.add_argument("--since", default="24h", help="30m, 24h, 7d, ISO 8601 or epoch ms (default 24h)")

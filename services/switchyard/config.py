@@ -80,7 +80,7 @@ class RateLimitSpec(_Strict):
 
 class ModelSpec(_Strict):
     id: Annotated[str, Field(min_length=1)]
-    limits: RateLimitSpec | None = None  # shared by every key asking for this model by name
+    limits: RateLimitSpec | None = None  # shared by every key, however a request reaches this model
     pricing: Pricing | None = None
     timeouts: Timeouts | None = None
     max_output_tokens: Annotated[int, Field(ge=1)] | None = None
@@ -423,6 +423,10 @@ class AnalyticsSpec(_Strict):
     path: Annotated[str, Field(min_length=1)] = "var/analytics.duckdb"
     clickhouse_url: Annotated[str, Field(pattern=r"^https?://")] | None = None
     clickhouse_database: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "switchyard"
+    # A query running longer is stopped by the engine (its slot freed) and answered 503 query_timeout.
+    query_timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    # Requests older than this many days are deleted (hourly); unset keeps every request.
+    retention_days: Annotated[int, Field(ge=1, le=36_500)] | None = None
 
     @model_validator(mode="after")
     def _clickhouse_needs_url(self) -> AnalyticsSpec:
@@ -444,6 +448,13 @@ class CachePolicy(_Strict):
     ttl_s: Annotated[int, Field(ge=1)] | None = None
 
 
+def _without_at(value: Any) -> Any:
+    """Routing-config keys as written: ``@production`` and ``production`` name the same config."""
+    if isinstance(value, dict):
+        return {(k[1:] if isinstance(k, str) and k.startswith("@") else k): v for k, v in value.items()}
+    return value
+
+
 class CacheSettings(_Strict):
     """The router's response cache (``router/cache.py``): exact match on the
     normalised request, shared by every router replica through the NATS
@@ -463,6 +474,10 @@ class CacheSettings(_Strict):
     # Per router replica: answers recently written or read, kept in memory so a repeated hit needs no NATS
     # round trip (0: none).
     local_bytes: Annotated[int, Field(ge=0)] = 64 * 1024 * 1024
+    # A non-streaming request identical to one this replica is already running
+    # waits (at most this long) for its answer instead of calling upstream
+    # too; if that one fails or is not stored, the waiter runs itself (0: off).
+    coalesce_wait_s: Annotated[float, Field(ge=0, le=600)] = 60.0
     routes: dict[Annotated[str, Field(pattern=_SLUG)], CachePolicy] = Field(default_factory=dict)
     models: dict[str, CachePolicy] = Field(default_factory=dict)   # alias, model name or provider/model
     keys: dict[str, CachePolicy] = Field(default_factory=dict)     # API key id
@@ -470,9 +485,7 @@ class CacheSettings(_Strict):
     @field_validator("routes", mode="before")
     @classmethod
     def _strip_at(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {(k[1:] if isinstance(k, str) and k.startswith("@") else k): v for k, v in value.items()}
-        return value
+        return _without_at(value)
 
     @model_validator(mode="after")
     def _ttls_within_max(self) -> CacheSettings:
@@ -502,10 +515,7 @@ class Config(_Strict):
     @field_validator("routes", mode="before")
     @classmethod
     def _strip_at(cls, value: Any) -> Any:
-        """``@production`` and ``production`` name the same config."""
-        if isinstance(value, dict):
-            return {(k[1:] if isinstance(k, str) and k.startswith("@") else k): v for k, v in value.items()}
-        return value
+        return _without_at(value)
 
     @field_validator("providers")
     @classmethod

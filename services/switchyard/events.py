@@ -24,7 +24,7 @@ import os
 import shutil
 import struct
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import nats
@@ -125,8 +125,10 @@ class Spool:
 
 class UsagePublisher:
     def __init__(self, url: str, spool_path: Path, *, publish_timeout_s: float = 2.0,
-                 replay_interval_s: float = 1.0, max_held: int = MAX_HELD_EVENTS) -> None:
+                 replay_interval_s: float = 1.0, max_held: int = MAX_HELD_EVENTS,
+                 observe_lag: Callable[[float], None] | None = None) -> None:
         self.url = url
+        self.observe_lag = observe_lag  # seconds from each event's timestamp to its ack
         self.spool = Spool(spool_path)
         self.publish_timeout_s = publish_timeout_s
         self.replay_interval_s = replay_interval_s
@@ -145,7 +147,7 @@ class UsagePublisher:
         self._closing = False
         self.condition = readiness.condition(CONDITION)
         self.condition.set(False)  # one publisher per process; a new one starts healthy
-        # Counters (for a metrics endpoint).
+        # Counters (read by the metrics endpoint).
         self.published = 0
         self.spooled = 0
         self.write_errors = 0
@@ -154,6 +156,10 @@ class UsagePublisher:
     @property
     def held(self) -> int:
         return len(self._held)
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
 
     @property
     def degraded(self) -> bool:
@@ -190,9 +196,7 @@ class UsagePublisher:
         if self._connector is not None and not self._connector.done():
             self._connector.cancel()
             await asyncio.gather(self._connector, return_exceptions=True)
-        if self._nc is not None:
-            with contextlib.suppress(Exception):
-                await self._nc.close()
+        await nats_client.close(self._nc)
 
     async def _connect(self) -> None:
         """Connect (retrying forever: nats-py's own loop with unlimited
@@ -213,7 +217,8 @@ class UsagePublisher:
         nc = await nats_client.connect(self.url, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                                        allow_reconnect=True, connect_timeout=2, disconnected_cb=disconnected,
                                        error_cb=error, name="switchyard-usage")
-        config = StreamConfig(name=STREAM, subjects=[f"{SUBJECT_PREFIX}.>"], duplicate_window=120.0)
+        config = StreamConfig(name=STREAM, subjects=[f"{SUBJECT_PREFIX}.>"], duplicate_window=120.0,
+                              num_replicas=nats_client.stream_replicas())
         js = nc.jetstream()
         while True:
             try:
@@ -302,6 +307,11 @@ class UsagePublisher:
         if failed:
             log.warning("usage: %d of %d events not acknowledged; spooling", len(failed), len(batch))
         self.published += len(batch) - len(failed)
+        if self.observe_lag is not None:
+            now_ms = time.time() * 1000
+            for event, future in zip(batch, futures, strict=True):
+                if future is not None and future.done() and not future.cancelled() and future.exception() is None:
+                    self.observe_lag(max(now_ms - event.timestamp_ms, 0) / 1000)
         return failed
 
     async def _spool_or_hold(self, events: list[upb.UsageEvent]) -> None:

@@ -8,11 +8,11 @@ finish, then the server stops.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
-import os
-import signal
 import sys
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from switchyard import readiness
 from switchyard.config import ConfigError
+from switchyard.shutdown import STOP_CANCEL_S, STOP_CLEANUP_S, exit_if_stuck, stop_signal
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,25 @@ CHANNEL_OPTIONS = (
 )
 
 
+def freeze_heap() -> None:
+    """Call once a service has started: what exists now (modules, config,
+    clients) lives as long as the process, so the collector's full passes
+    skip it. Without this a full pass walks every module's objects and stalls
+    the event loop for 70-120 ms on the development VM (once every few
+    seconds of load), which lands in the p99 of every request waiting."""
+    gc.collect()
+    gc.freeze()
+
+
 def identity(data: bytes) -> bytes:
     """(De)serializer that relays bytes untouched."""
     return data
+
+
+def unary(method: Callable[..., Awaitable[Any]], request: Any, response: Any) -> grpc.RpcMethodHandler:
+    """The handler of a unary method taking message class ``request`` and answering ``response``."""
+    return grpc.unary_unary_rpc_method_handler(method, request_deserializer=request.FromString,
+                                               response_serializer=response.SerializeToString)
 
 
 async def serve(address: str, register: Callable[[grpc.aio.Server], Iterable[str]], *, grace: float = 30.0,
@@ -56,6 +73,7 @@ async def serve(address: str, register: Callable[[grpc.aio.Server], Iterable[str
     full service names (for health and reflection); ``on_start`` runs as a
     task while serving (it may report extra health statuses); ``on_drain``
     runs first at shutdown (sessions tell their clients to go elsewhere)."""
+    stop = stop_signal()
     server = grpc.aio.server(options=SERVER_OPTIONS)
     names = list(register(server))
     health_servicer = health.aio.HealthServicer()
@@ -67,25 +85,31 @@ async def serve(address: str, register: Callable[[grpc.aio.Server], Iterable[str
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     await _publish_conditions(health_servicer)
+    freeze_heap()
     log.info("serving %s on %s", ",".join(names), address)
     reporter = asyncio.create_task(on_start(health_servicer)) if on_start is not None else None
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     if reporter is not None:
         reporter.cancel()
     log.info("draining (grace %.0fs)", grace)
+    exit_if_stuck(grace + STOP_CANCEL_S)
     await health_servicer.enter_graceful_shutdown()
     if on_drain is not None:
         on_drain()
-    await server.stop(grace)
+    try:
+        await asyncio.wait_for(server.stop(grace), grace + STOP_CANCEL_S)
+    except TimeoutError:
+        log.warning("gRPC server still stopping %.0fs after the grace period; going on", STOP_CANCEL_S)
+    log.info("stopped serving")
     if on_stop is not None:
-        result = on_stop()
-        if asyncio.iscoroutine(result):
-            await result
+        try:
+            async with asyncio.timeout(STOP_CLEANUP_S):
+                result = on_stop()
+                if asyncio.iscoroutine(result):
+                    await result
+        except TimeoutError:
+            log.error("clean-up took longer than %.0fs; exiting without the rest of it", STOP_CLEANUP_S)
     log.info("stopped")
 
 
@@ -109,12 +133,14 @@ async def _publish_conditions(health_servicer: health.aio.HealthServicer) -> Non
 
 def run(main: Callable[[], object]) -> None:
     """Run a service's async main, on uvloop unless SWITCHYARD_UVLOOP=0. An
-    invalid config stops the service with the loader's message and exit 2,
-    rather than a half-working start."""
+    invalid config (or setting) stops the service with the loader's message
+    and exit 2, rather than a half-working start."""
     import uvloop
 
-    runner = asyncio.run if os.environ.get("SWITCHYARD_UVLOOP", "1") == "0" else uvloop.run
+    from switchyard import settings
+
     try:
+        runner = uvloop.run if settings.load(settings.Common).uvloop else asyncio.run
         runner(main())  # type: ignore[arg-type]
     except ConfigError as exc:
         print(exc, file=sys.stderr)

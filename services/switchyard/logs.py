@@ -7,7 +7,6 @@ slips into an exception message never reaches the log.
 from __future__ import annotations
 
 import logging
-import os
 import re
 
 _SECRET = re.compile(r"(sk-[A-Za-z0-9_-]{8,}|sy_[A-Za-z0-9_-]{8,}|AIza[0-9A-Za-z_-]{20,}|Bearer\s+[^\s\"']+)")
@@ -26,8 +25,8 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def setup(service: str) -> None:
-    level = os.environ.get(f"SWITCHYARD_{service.upper()}_LOG_LEVEL", os.environ.get("SWITCHYARD_LOG_LEVEL", "INFO"))
+def setup(service: str, level: str = "INFO") -> None:
+    """Log lines to stderr, redacted, at ``level`` (the service's settings)."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter())

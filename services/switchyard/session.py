@@ -11,6 +11,12 @@ Server: ``SessionServicer(handler)`` runs ``handler(request, deadline)``
 (an async iterator of event bytes) as one task per call.
 Client: ``SessionPool(channel, method).stream(request, timeout)`` yields the
 call's event bytes and raises ``TransportError`` if the session breaks.
+
+Calls on a session are invisible to gRPC interceptors, so spans and metrics
+per call come from one hook here: a ``CallObserver`` given to
+``SessionServicer`` (server side) or ``streamer`` (client side) sees each
+call's request, every event and how it ended, for either transport. Without
+one the call path has no observer code at all.
 """
 
 from __future__ import annotations
@@ -20,8 +26,11 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Protocol
 
 import grpc
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
 
 from switchyard.grpc_server import identity
 from switchyard.v1 import session_pb2 as spb
@@ -32,6 +41,7 @@ Handler = Callable[[bytes, float | None], AsyncIterator[bytes]]
 _END = object()
 _CLOSED = object()
 _DRAIN = object()
+_DEADLINE = object()
 
 
 class TransportError(Exception):
@@ -42,19 +52,71 @@ class TransportError(Exception):
         self.code = code
 
 
+# ---------------------------------------------------------------- observer --
+
+
+class Call(Protocol):
+    """One observed call. ``request``: the bytes to handle or send (a client
+    observer may append trace context to them); ``context``: made current
+    while the call runs (a server span), or None."""
+
+    request: bytes
+    context: Context | None
+
+    def event(self, raw: bytes) -> None: ...
+
+    def end(self, error: BaseException | None) -> None:
+        """``error``: what ended the call early (an exception, a
+        cancellation, ``GeneratorExit`` when the caller stopped reading)."""
+
+
+class CallObserver(Protocol):
+    def start(self, request: bytes) -> Call: ...
+
+
+def observed(handler: Handler, observer: CallObserver | None) -> Handler:
+    """``handler`` with every call reported to ``observer`` (itself when None)."""
+    if observer is None:
+        return handler
+
+    async def run(request: bytes, deadline: float | None) -> AsyncIterator[bytes]:
+        call = observer.start(request)
+        token = otel_context.attach(call.context) if call.context is not None else None
+        error: BaseException | None = None
+        try:
+            async for raw in handler(call.request, deadline):
+                call.event(raw)
+                yield raw
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            call.end(error)
+            if token is not None:
+                otel_context.detach(token)
+
+    return run
+
+
 # ------------------------------------------------------------------ server --
 
 
 class SessionServicer:
-    """Serves one session RPC; every call runs as its own task."""
+    """Serves one session RPC; every call runs as its own task. ``handler``
+    is observed by ``observer``; ``self.handler`` (the observed one) serves
+    the one-call-per-request transport too."""
 
-    def __init__(self, handler: Handler, on_error: Callable[[BaseException], bytes]) -> None:
-        self.handler = handler
+    def __init__(self, handler: Handler, on_error: Callable[[BaseException], bytes],
+                 observer: CallObserver | None = None) -> None:
+        self.handler = observed(handler, observer)
         self.on_error = on_error
         self._outboxes: set[asyncio.Queue[object]] = set()
+        self._draining = False
 
     def drain(self) -> None:
-        """Tell every connected client to start no new calls here."""
+        """Tell every connected client, and any that connects from now on,
+        to start no new calls here."""
+        self._draining = True
         for out in self._outboxes:
             out.put_nowait(_DRAIN)
 
@@ -92,6 +154,8 @@ class SessionServicer:
                 out.put_nowait(_CLOSED)
 
         self._outboxes.add(out)
+        if self._draining:  # a session opened while this server drains is told at once
+            out.put_nowait(_DRAIN)
         reader = asyncio.create_task(read())
         closed = False
         try:
@@ -260,15 +324,16 @@ class SessionPool:
         DEADLINE_EXCEEDED once ``timeout_s`` has passed."""
         session = self._pick()
         call_id, queue = session.start(request, timeout_s)
-        deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
+        # One timer per call (not one per wait): at the deadline it queues
+        # DEADLINE_EXCEEDED behind whatever events already arrived.
+        timer = None if timeout_s is None else asyncio.get_running_loop().call_later(
+            timeout_s, queue.put_nowait, _DEADLINE)
         ended = False
         try:
             while True:
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        item = await queue.get()
-                except TimeoutError:
-                    raise TransportError(grpc.StatusCode.DEADLINE_EXCEEDED, "the call's deadline passed") from None
+                item = await queue.get()
+                if item is _DEADLINE:
+                    raise TransportError(grpc.StatusCode.DEADLINE_EXCEEDED, "the call's deadline passed")
                 if item is _END:
                     ended = True
                     return
@@ -277,6 +342,8 @@ class SessionPool:
                     raise item
                 yield item  # type: ignore[misc]
         finally:
+            if timer is not None:
+                timer.cancel()
             session.finish(call_id, cancel=not ended)
 
     def close(self) -> None:
@@ -308,11 +375,12 @@ def call_streamer(channel: grpc.aio.Channel, method: str) -> Streamer:
     return stream
 
 
-def streamer(channel: grpc.aio.Channel, service: str, rpc: str, *, transport: str, sessions: int) -> Streamer:
+def streamer(channel: grpc.aio.Channel, service: str, rpc: str, *, transport: str, sessions: int,
+             observer: CallObserver | None = None) -> Streamer:
     """The hot-path transport: ``session`` (multiplexed, the default) or
-    ``call`` (one gRPC call per request)."""
+    ``call`` (one gRPC call per request), each call seen by ``observer``."""
     if transport == "call":
-        return call_streamer(channel, f"/{service}/{rpc}")
+        return observed(call_streamer(channel, f"/{service}/{rpc}"), observer)
     if transport != "session":
         raise ValueError(f"unknown transport {transport!r}: use session or call")
-    return SessionPool(channel, f"/{service}/{rpc}Session", size=sessions).stream
+    return observed(SessionPool(channel, f"/{service}/{rpc}Session", size=sessions).stream, observer)

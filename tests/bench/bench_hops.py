@@ -11,6 +11,12 @@ it, so the difference between neighbours is what that hop adds:
     edge                  + HTTP parsing, validation, auth, transcoding (HTTP on its socket)
     Envoy (front)         + the public proxy (HTTP on TCP, what clients use)
 
+A second table splits the public requests' time to first output by the
+figures each process measured and carried back in the request's
+``Server-Timing`` header (``services/edge/server_timing.py``): edge,
+edge-router transport, router, router-provider transport, provider worker,
+upstream.
+
 Prints figures; never fails. Everything runs on 127.0.0.1 and Unix sockets.
 
     .venv/bin/python tests/bench/bench_hops.py [--requests 400] [--rate 100]
@@ -51,12 +57,27 @@ def chat_body(stream: bool) -> bytes:
     return orjson.dumps({"model": MODEL, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
 
 
-def http_sender(session: aiohttp.ClientSession, url: str, key: str) -> Send:
+class Timings:
+    """Server-Timing figures of the answers, by the phase of the benchmark they belong to."""
+
+    def __init__(self) -> None:
+        self.phase = ""
+        self.by_phase: dict[str, list[dict[str, float]]] = {}
+
+    def add(self, header: str | None) -> None:
+        if header and self.phase:
+            self.by_phase.setdefault(self.phase, []).append(
+                {name: float(dur) for name, _, dur in (part.partition(";dur=") for part in header.split(", "))})
+
+
+def http_sender(session: aiohttp.ClientSession, url: str, key: str, timings: Timings | None = None) -> Send:
     headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
 
     async def send(stream: bool) -> float:
         began = time.perf_counter()
         async with session.post(url, data=chat_body(stream), headers=headers) as response:
+            if timings is not None:
+                timings.add(response.headers.get("server-timing"))
             if not stream:
                 await response.read()
                 assert response.status == 200, response.status
@@ -119,6 +140,7 @@ async def run(args: argparse.Namespace, mesh: Mesh) -> None:
             aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock["edge"]))) as edge_http:
         channels = {name: grpc.aio.insecure_channel(f"unix:{sock[name]}", options=CHANNEL_OPTIONS)
                     for name in ("providers", "envoy-providers", "router", "envoy-router")}
+        timings = Timings()
         layers: list[tuple[str, Send, list[str]]] = [
             ("simulator", http_sender(tcp, f"{mesh.simulator_url}/v1/chat/completions", "sim"), []),
             ("provider worker", grpc_sender(channels["providers"], "switchyard.v1.Provider", "Generate",
@@ -129,18 +151,23 @@ async def run(args: argparse.Namespace, mesh: Mesh) -> None:
             ("Envoy (router)", grpc_sender(channels["envoy-router"], "switchyard.v1.Router", "Chat", chat_request),
              ["envoy"]),
             ("edge", http_sender(edge_http, "http://edge/v1/chat/completions", mesh.api_key), ["edge"]),
-            ("Envoy (front)", http_sender(tcp, f"{mesh.base_url}/chat/completions", mesh.api_key), ["envoy"]),
+            ("Envoy (front)", http_sender(tcp, f"{mesh.base_url}/chat/completions", mesh.api_key, timings),
+             ["envoy"]),
         ]
         rows = []
         for name, send, _ in layers:
             for _ in range(30):  # warm-up: sessions, pools, lazy imports
                 await send(False)
                 await send(True)
+            timings.phase = "1 at a time"
             one = await sequential(send, args.requests, False)
+            timings.phase = "streams, 1 at a time"
             ttft = await sequential(send, args.requests // 2, True)
             pids = [p.popen.pid for n, p in mesh.processes.items() if n != "nats" and p.popen is not None]
             cpu0 = cpu_seconds(pids)
+            timings.phase = f"@{args.rate:.0f}/s"
             rated = await fixed_rate(send, args.rate, args.requests)
+            timings.phase = ""
             cpu = (cpu_seconds(pids) - cpu0) / len(rated) * 1e6
             rows.append((name, pct(one, .5), pct(ttft, .5), pct(rated, .5), pct(rated, .99), cpu))
         for channel in channels.values():
@@ -157,6 +184,19 @@ async def run(args: argparse.Namespace, mesh: Mesh) -> None:
               f"{rated99 * ms:7.2f} {cpu:11,.0f}")
         previous = (one, ttft, rated50)
     print("(CPU: every mesh process and the simulator, per request at the fixed rate)")
+    print_timings(timings)
+
+
+def print_timings(timings: Timings) -> None:
+    """p50 of each Server-Timing part, per phase (the public requests above)."""
+    names = ["edge", "edge-router", "router", "router-provider", "provider", "upstream", "total"]
+    print("\ntime to first output by hop, as each process measured it (Server-Timing p50, ms; "
+          "front Envoy not included)")
+    print(f"{'phase':<22}" + "".join(f"{name:>16}" for name in names) + f"{'overhead':>10}")
+    for phase, rows in timings.by_phase.items():
+        cells = [pct([row.get(name, 0.0) for row in rows], .5) for name in names]
+        overhead = pct([row["total"] - row.get("upstream", 0.0) for row in rows], .5)
+        print(f"{phase:<22}" + "".join(f"{cell:16.3f}" for cell in cells) + f"{overhead:10.3f}")
 
 
 def main() -> None:

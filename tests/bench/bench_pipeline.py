@@ -18,11 +18,16 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "services"), str(ROOT)]
 
 import uvloop  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult  # noqa: E402
 
 from router.breaker import BreakerBoard, breaker_settings  # noqa: E402
+from router.observer import AttemptCalls, ChatCalls, ObservedUsage  # noqa: E402
 from router.pipeline import Pipeline  # noqa: E402
 from router.routes import RoutingTable  # noqa: E402
+from switchyard import metrics  # noqa: E402
 from switchyard.config import parse_config  # noqa: E402
+from switchyard.session import observed  # noqa: E402
 from switchyard.v1 import chat_pb2 as pb  # noqa: E402
 from switchyard.v1 import provider_pb2 as ppb  # noqa: E402
 from switchyard.v1 import usage_pb2 as upb  # noqa: E402
@@ -54,6 +59,13 @@ async def provider(request: bytes, timeout_s: float | None = None) -> AsyncItera
 class Sink:
     def record(self, event: upb.UsageEvent, headers: Mapping[str, str] | None = None) -> None:
         event.SerializeToString()  # what a real sink pays at least
+
+
+class Drop(SpanExporter):
+    """Spans are built, batched and handed over, then dropped (no I/O)."""
+
+    def export(self, spans: object) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
 
 
 def request_bytes(model: str, *, template: bool = False, end_user: str = "") -> bytes:
@@ -95,6 +107,20 @@ async def main(count: int) -> None:
                           ("@slug, sticky weighted", request_bytes("@exp", end_user="u42")),
                           ("template + plain model", request_bytes("m1", template=True))):
         rows.append((name, await cpu_per_request(pipeline.stream, payload, count)))
+    # The observer, as the router's __main__ wires it: metrics, then metrics and every trace sampled.
+    router_metrics = metrics.RouterMetrics(metrics.new_registry())
+    counted = Pipeline(lambda: table, provider, ObservedUsage(Sink(), router_metrics),
+                       BreakerBoard(*breaker_settings(config)))
+    rows.append(("plain model, metrics on", await cpu_per_request(
+        observed(counted.stream, ChatCalls(None, router_metrics)), request_bytes("m1"), count)))
+    tracing = TracerProvider()
+    tracing.add_span_processor(BatchSpanProcessor(Drop(), schedule_delay_millis=200))
+    tracer = tracing.get_tracer("bench")
+    traced = Pipeline(lambda: table, observed(provider, AttemptCalls(tracer, lambda: table)),
+                      ObservedUsage(Sink(), router_metrics), BreakerBoard(*breaker_settings(config)))
+    rows.append(("  + traces, 100 % sampled", await cpu_per_request(
+        observed(traced.stream, ChatCalls(tracer, router_metrics)), request_bytes("m1"), count)))
+    tracing.shutdown()
     print(f"\nrouter pipeline, in process, {count:,} requests each (CPU us per request)")
     print(f"{'case':<28} {'total':>8} {'pipeline':>9}")
     for name, value in rows:

@@ -10,7 +10,10 @@ upstream) are answered from the cache (`settled`)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import secrets
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -21,9 +24,10 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
-from deploy.local.mesh import Mesh, MeshSettings, isolated_environ
+from deploy.local.mesh import SERVICES, Mesh, MeshSettings, isolated_environ
 from tests.e2e.conftest import marker, running_mesh, write_test_config
 from tests.e2e.test_chat import sim_requests
+from tests.e2e.test_server_timing import HOPS, hops
 from tests.e2e.test_usage import usage_events
 
 GREEDY: dict[str, Any] = {"temperature": 0}
@@ -86,6 +90,21 @@ async def settled(client: AsyncOpenAI, prompt: str, **kwargs: Any) -> None:
                 await asyncio.sleep(0.02)
 
 
+async def forgotten(client: AsyncOpenAI, prompt: str) -> None:
+    """Wait until no replica answers this request from the cache (four
+    only-if-cached probes in a row miss)."""
+    in_a_row = 0
+    async with asyncio.timeout(10):
+        while in_a_row < 4:
+            try:
+                await ask(client, prompt, extra_headers={"Cache-Control": "only-if-cached"})
+                in_a_row = 0
+                await asyncio.sleep(0.02)
+            except openai.InternalServerError as exc:
+                assert exc.status_code == 504 and exc.body["code"] == "cache_miss"  # type: ignore[index]
+                in_a_row += 1
+
+
 async def upstream_count(mesh: Mesh, tag: str) -> int:
     return len(await sim_requests(mesh, tag))
 
@@ -110,6 +129,8 @@ async def test_miss_then_hit(client: AsyncOpenAI, cache_mesh: Mesh) -> None:
     assert float(second.headers["x-switchyard-cost-usd"]) == 0 < float(first.headers["x-switchyard-cost-usd"])
     assert second.headers["x-switchyard-model-used"] == "gpt-4o-mini"
     assert await upstream_count(cache_mesh, tag) == 1  # the hit never reached the upstream
+    assert list(hops(first.headers)) == HOPS  # the hit's time went to the edge and router only
+    assert list(hops(second.headers)) == ["edge", "edge-router", "router", "total"]
     # The usage events: a hit costs nothing and records what it saved.
     ids = {first.headers["x-request-id"], second.headers["x-request-id"]}
     events = {e.request_id: e for e in await usage_events(cache_mesh, ids)}
@@ -333,3 +354,34 @@ async def test_only_if_cached_never_reaches_the_upstream(client: AsyncOpenAI, ca
         await ask(client, f"probe {tag}", extra_headers={"Cache-Control": "only-if-cached"})
     assert info.value.status_code == 504 and info.value.body["code"] == "cache_miss"  # type: ignore[index]
     assert await upstream_count(cache_mesh, tag) == 0
+
+
+async def test_purging_a_tenant_forgets_its_answers_on_every_replica(client: AsyncOpenAI, cache_mesh: Mesh) -> None:
+    tag = marker()
+    prompt = f"purge {tag}"
+    async with AsyncOpenAI(base_url=cache_mesh.base_url, api_key=cache_mesh.limited_key,  # type: ignore[attr-defined]
+                           max_retries=0, timeout=30) as acme:
+        for who in (client, acme):
+            await ask(who, prompt)
+            await settled(who, prompt)
+        code, _, err = await purge_cli(cache_mesh, cache_mesh.limited_key)  # type: ignore[attr-defined]
+        assert code != 0 and "403" in err  # a client key cannot purge
+        code, out, err = await purge_cli(cache_mesh, cache_mesh.api_key)
+        assert code == 0, err
+        purged = re.fullmatch(r"purged ([\d,]+) stored values? of cached answers \(tenant acme\)\n", out)
+        assert purged and int(purged[1].replace(",", "")) >= 1
+        await forgotten(acme, prompt)  # on both router replicas
+        assert status(await ask(client, prompt)) == "HIT"  # another tenant's answer is kept
+        assert status(await ask(acme, prompt)) == "MISS"
+    assert await upstream_count(cache_mesh, tag) == 3
+
+
+async def purge_cli(mesh: Mesh, key: str) -> tuple[int, str, str]:
+    """``switchyard cache purge --tenant acme`` with ``key``: exit code, stdout, stderr."""
+    env = {**os.environ, "PYTHONPATH": str(SERVICES), "SWITCHYARD_API_KEY": key, "SWITCHYARD_BASE_URL": mesh.base_url}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "switchyard", "cache", "purge", "--tenant", "acme", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(30):
+        out, err = await process.communicate()
+    return process.returncode or 0, out.decode(), err.decode()

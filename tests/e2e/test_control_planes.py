@@ -127,6 +127,12 @@ async def test_router_uses_switchyard_buckets_and_nothing_else(mesh: Mesh, conne
     await router.refused("STREAM.CREATE.KV_OTHER", lambda js: js.create_key_value(bucket="OTHER"))
     await router.refused("STREAM.DELETE.KV_SWITCHYARD_ROUTES", lambda js: js.delete_key_value("SWITCHYARD_ROUTES"))
     await router.refused("STREAM.CREATE.ROGUE", lambda js: js.add_stream(name="ROGUE", subjects=["rogue.>"]))
+    # A router purges the response cache (on an admin's request; entries are disposable), no other bucket.
+    for kept in ("KV_SWITCHYARD_ROUTES", "KV_SWITCHYARD_LIMITS", "KV_SWITCHYARD_BUDGETS"):
+        await router.refused(f"STREAM.PURGE.{kept}", lambda js, kept=kept: js.purge_stream(kept))
+    assert await router.js.purge_stream("KV_SWITCHYARD_CACHE", subject="$KV.SWITCHYARD_CACHE.none.>")
+    await (await connect("edge")).refused("STREAM.PURGE.KV_SWITCHYARD_CACHE",
+                                          lambda js: js.purge_stream("KV_SWITCHYARD_CACHE"))
     admin = await connect("admin")  # only an admin may delete a bucket (not the routers' own: others use it)
     await admin.js.create_key_value(bucket="SWITCHYARD_SCRATCH")
     assert await admin.js.delete_key_value("SWITCHYARD_SCRATCH")
@@ -154,7 +160,9 @@ def listening_tcp_ports(pid: int) -> set[int]:
 def test_envoy_admin_is_a_private_unix_socket(mesh: Mesh) -> None:
     envoy = mesh.processes["envoy"]
     assert envoy.pid is not None
-    assert listening_tcp_ports(envoy.pid) == {mesh.public_port}  # no admin port
+    # No admin port: besides the public one, only the stats listener (/stats/prometheus, nothing else;
+    # tests/e2e/test_observability.py).
+    assert listening_tcp_ports(envoy.pid) == {mesh.public_port, mesh.metrics_ports["envoy"]}
     renderer = load_envoy_renderer()
     assert renderer.admin_request(mesh.admin, "/ready")[0] == 200
     assert renderer.effective_settings(mesh.admin)["admin_mode"] == 0o600

@@ -25,7 +25,7 @@ import yaml
 from openai import AsyncOpenAI
 
 from deploy.local.mesh import DEFAULT_CONFIG, ROOT, Mesh, MeshSettings, isolated_environ, load_envoy_renderer
-from deploy.local.probes import grpc_serving
+from deploy.local.probes import grpc_serving, http_ok
 from tests.conftest import SimServer
 from tests.e2e.conftest import marker, running_mesh
 
@@ -41,6 +41,8 @@ CHECKED = {
     "SWITCHYARD_EDGE_ROUTER_TARGET": "test_launcher_decides_addresses_and_nats",
     "SWITCHYARD_ROUTER_PROVIDERS_TARGET": "test_launcher_decides_addresses_and_nats",
     "SWITCHYARD_NATS_URL": "test_launcher_decides_addresses_and_nats",
+    # Here the launcher's own (1 for one server); R3 on a cluster: tests/fault/test_cluster.py (stream_leaders).
+    "SWITCHYARD_NATS_REPLICAS": "test_launcher_decides_addresses_and_nats",
     "SWITCHYARD_ROUTER_SPOOL": "test_launcher_decides_addresses_and_nats",
     "SWITCHYARD_EDGE_SPOOL": "test_launcher_decides_addresses_and_nats",
     "SWITCHYARD_CONFIG": "test_config_and_api_key_come_from_the_environment",
@@ -69,22 +71,26 @@ CHECKED = {
     "SWITCHYARD_EDGE_ANALYTICS_TARGET": "test_launcher_decides_addresses_and_nats",
     "SWITCHYARD_ANALYTICS_BATCH": "tests/fault/test_analytics.py",
     "SWITCHYARD_ANALYTICS_ACK_WAIT_S": "tests/fault/test_analytics.py",
+    "SWITCHYARD_ANALYTICS_GRACE_S": "test_router_and_provider_grace",
+    "SWITCHYARD_ANALYTICS_LOG_LEVEL": "test_log_levels",
+    "SWITCHYARD_UVLOOP": "tests/unit/switchyard/test_settings.py",
+    "SWITCHYARD_TRACE_CONTENT": "tests/e2e/test_observability.py",
+    "SWITCHYARD_EDGE_METRICS_ADDRESS": "tests/e2e/test_observability.py",
+    "SWITCHYARD_ROUTER_METRICS_ADDRESS": "tests/e2e/test_observability.py",
+    "SWITCHYARD_PROVIDERS_METRICS_ADDRESS": "tests/e2e/test_observability.py",
+    "SWITCHYARD_ANALYTICS_METRICS_ADDRESS": "tests/e2e/test_observability.py",
+    "SWITCHYARD_METRICS_PORT": "tests/e2e/test_make_run.py",
 }
 
 
 def documented_settings() -> set[str]:
-    """The settings named in the README's service settings table."""
+    """The settings named in the README's service settings table (generated
+    from switchyard/settings.py, see tests/unit/switchyard/test_settings.py)."""
     readme = (ROOT / "README.md").read_text()
     table = readme[readme.index("| setting | default | meaning |"):]
     table = table[:table.index("\n\n")]
-    names = set()
-    for row in table.splitlines()[2:]:
-        for name in re.findall(r"`(SWITCHYARD_[A-Z_<>]+)`", row.split("|")[1]):
-            if "<SERVICE>" in name:
-                names.update(name.replace("<SERVICE>", service) for service in ("EDGE", "ROUTER", "PROVIDERS"))
-            else:
-                names.add(name)
-    return names
+    return {name for row in table.splitlines()[2:]
+            for name in re.findall(r"`(SWITCHYARD_[A-Z_<>]+)`", row.split("|")[1])}
 
 
 def test_every_documented_setting_is_checked() -> None:
@@ -92,8 +98,7 @@ def test_every_documented_setting_is_checked() -> None:
     assert "SWITCHYARD_EDGE_REQUEST_TIMEOUT_S" in documented  # the table was found
     missing = documented - set(CHECKED)
     assert not missing, f"README documents {sorted(missing)} but nothing here shows it taking effect"
-    assert set(CHECKED) - documented <= {"SWITCHYARD_EDGE_GRACE_S"} | {
-        f"SWITCHYARD_{s}_LOG_LEVEL" for s in ("EDGE", "ROUTER", "PROVIDERS")}, "undocumented settings"
+    assert set(CHECKED) <= documented, "undocumented settings"
 
 
 def service_environ(mesh: Mesh, name: str) -> dict[str, str]:
@@ -131,6 +136,7 @@ def env_mesh(simulator: SimServer) -> Iterator[Mesh]:
         "SWITCHYARD_ROUTER_SESSIONS": "1",
         "SWITCHYARD_LOG_LEVEL": "WARNING",
         "SWITCHYARD_ROUTER_LOG_LEVEL": "DEBUG",
+        "SWITCHYARD_ANALYTICS_LOG_LEVEL": "INFO",
         "SWITCHYARD_TRACE_DIR": str(run_dir / "traces"),
         "SWITCHYARD_TRACE_SAMPLE": "1",
         "SWITCHYARD_ENVOY_CONCURRENCY": "2",
@@ -142,6 +148,7 @@ def env_mesh(simulator: SimServer) -> Iterator[Mesh]:
         "SWITCHYARD_ROUTER_SPOOL": "/nonexistent/spool", "SWITCHYARD_EDGE_SPOOL": "/nonexistent/spool",
         "SWITCHYARD_ANALYTICS_ADDRESS": "127.0.0.1:1",
         "SWITCHYARD_EDGE_ANALYTICS_TARGET": "127.0.0.1:1",
+        "SWITCHYARD_NATS_REPLICAS": "5",  # one server cannot hold 5 copies: streams would fail
     })
     with running_mesh(MeshSettings(run_dir=run_dir, public_port=0, environ=environ)) as mesh:
         yield mesh
@@ -207,6 +214,8 @@ async def test_log_levels(env_mesh: Mesh, env_client: AsyncOpenAI) -> None:
     assert " DEBUG " in env_mesh.tail("router", 400)  # SWITCHYARD_ROUTER_LOG_LEVEL=DEBUG
     for name in ("edge", "providers"):  # SWITCHYARD_LOG_LEVEL=WARNING
         assert " INFO " not in env_mesh.tail(name, 400) and " DEBUG " not in env_mesh.tail(name, 400)
+    analytics = env_mesh.tail("analytics", 400)  # SWITCHYARD_ANALYTICS_LOG_LEVEL=INFO
+    assert " INFO " in analytics and " DEBUG " not in analytics
 
 
 async def test_tracing(env_mesh: Mesh, env_client: AsyncOpenAI) -> None:
@@ -233,6 +242,7 @@ async def test_launcher_decides_addresses_and_nats(env_mesh: Mesh, env_client: A
     router = service_environ(env_mesh, "router")
     assert router["SWITCHYARD_ROUTER_ADDRESS"] == f"unix:{env_mesh.sockets['router']}"
     assert router["SWITCHYARD_NATS_URL"] == env_mesh.nats_url_for("router")
+    assert router["SWITCHYARD_NATS_REPLICAS"] == "1"
     assert router["SWITCHYARD_ROUTER_SPOOL"].startswith(str(env_mesh.settings.run_dir))
     edge = service_environ(env_mesh, "edge")
     assert edge["SWITCHYARD_NATS_URL"] == env_mesh.nats_url_for("edge")  # each service its own NATS user
@@ -255,7 +265,7 @@ def drain_mesh() -> Iterator[Mesh]:
     environ = isolated_environ({
         "SWITCHYARD_TRANSPORT": "call",
         "SWITCHYARD_EDGE_GRACE_S": "0.5", "SWITCHYARD_EDGE_DRAIN_DELAY_S": "1.5",
-        "SWITCHYARD_ROUTER_GRACE_S": "7", "SWITCHYARD_PROVIDERS_GRACE_S": "8",
+        "SWITCHYARD_ROUTER_GRACE_S": "7", "SWITCHYARD_PROVIDERS_GRACE_S": "8", "SWITCHYARD_ANALYTICS_GRACE_S": "9",
     })
     with running_mesh(MeshSettings(run_dir=run_dir, public_port=0, environ=environ)) as mesh:
         yield mesh
@@ -277,15 +287,20 @@ async def test_transport_call(drain_mesh: Mesh, drain_client: AsyncOpenAI) -> No
 
 
 async def test_router_and_provider_grace(drain_mesh: Mesh) -> None:
-    for name, grace in (("router", 7), ("providers", 8)):
+    for name, grace in (("router", 7), ("providers", 8), ("analytics", 9)):
         restarts = drain_mesh.restarts[name]
         drain_mesh.processes[name].signal(signal.SIGTERM)  # drains, exits; the launcher starts it again
         async with asyncio.timeout(30):
             while f"draining (grace {grace}s)" not in drain_mesh.tail(name, 200):
                 await asyncio.sleep(0.05)
-            while drain_mesh.restarts[name] == restarts or not await asyncio.to_thread(
-                    grpc_serving, f"unix:{drain_mesh.sockets[name]}"):
+            while drain_mesh.restarts[name] == restarts or not await asyncio.to_thread(serving, drain_mesh, name):
                 await asyncio.sleep(0.05)
+
+
+def serving(mesh: Mesh, name: str) -> bool:
+    if name == "analytics":
+        return http_ok(f"{mesh.base_url}/analytics/healthz")
+    return grpc_serving(f"unix:{mesh.sockets[name]}")
 
 
 async def test_edge_drain_delay_and_grace(drain_mesh: Mesh, drain_client: AsyncOpenAI) -> None:

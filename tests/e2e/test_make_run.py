@@ -18,9 +18,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import openai
 import pytest
 from openai import AsyncOpenAI
+from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.local.mesh import ROOT, isolated_environ
 from deploy.local.probes import free_port, tcp_open
@@ -80,6 +82,7 @@ def make_run(simulator: SimServer) -> Iterator[MakeRun]:
     run_dir = Path(tempfile.mkdtemp(prefix="sy-mr-"))
     env = isolated_environ({
         "SWITCHYARD_PORT": str(free_port()),
+        "SWITCHYARD_METRICS_PORT": "0",  # free ports: other test runs may hold the default ones
         "SWITCHYARD_EDGE_REQUEST_TIMEOUT_S": "3",
         "SWITCHYARD_LOCAL_API_KEY": LOCAL_KEY,
         "SWITCHYARD_LOCAL_BASE_URL": f"{simulator.url}/compat/v1",
@@ -97,6 +100,12 @@ def make_run(simulator: SimServer) -> Iterator[MakeRun]:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+async def scraped(url: str) -> bool:
+    """``url`` answers with Prometheus text that parses into metric families."""
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        return response.status == 200 and any(text_string_to_metric_families(await response.text()))
+
+
 def gone(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -109,6 +118,12 @@ async def test_make_run_passes_settings_survives_deaths_and_stops_cleanly(make_r
                                                                         simulator: SimServer) -> None:
     await asyncio.to_thread(make_run.wait_for, r"Switchyard is up")
     api_key = (await asyncio.to_thread(make_run.wait_for, r"API key\s+: (\S+)")).group(1)
+    # SWITCHYARD_METRICS_PORT=0: free loopback ports, printed; Envoy's stats first, then each service's.
+    urls = (await asyncio.to_thread(make_run.wait_for, r"metrics\s+: (.+)$")).group(1).split()
+    assert len(urls) == 5 and urls[0].endswith("/stats/prometheus")
+    assert all(url.startswith("http://127.0.0.1:") and url.endswith("/metrics") for url in urls[1:])
+    for url in urls:
+        assert await scraped(url)
     async with AsyncOpenAI(base_url=f"http://127.0.0.1:{make_run.port}/v1", api_key=api_key, max_retries=0,
                            timeout=30) as client:
         # The caller's settings reach the services.
@@ -142,6 +157,7 @@ async def test_make_run_passes_settings_survives_deaths_and_stops_cleanly(make_r
                     await asyncio.sleep(0.1)
         assert done.choices[0].finish_reason == "stop"
         assert make_run.popen.poll() is None  # `make run` is still up
+        assert await scraped(urls[-1])  # the restarted worker serves its metrics where it did
 
     pids = make_run.all_pids()
     assert len(pids) >= 8  # nats, simulator, providers, router, edge, envoy and the two restarts

@@ -28,8 +28,8 @@ def test_make_run_examples_work_as_printed() -> None:
            if not k.endswith("_API_KEY") and not k.startswith(("SWITCHYARD_", "PYTHON", "VIRTUAL_ENV"))}
     env["PATH"] = "/usr/bin:/bin"
     process = subprocess.Popen([sys.executable, str(ROOT / "deploy/local/run.py"), "--port", str(free_port()),
-                                "--run-dir", str(run_dir)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                                "--metrics-port", "0", "--run-dir", str(run_dir)], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()  # type: ignore[union-attr]
     try:

@@ -47,8 +47,8 @@ async def test_one_trace_across_every_hop(traced_mesh: Mesh) -> None:
         raw = await client.chat.completions.with_raw_response.create(
             model="claude-sonnet-4-5", messages=[{"role": "user", "content": "trace me"}],
             extra_headers={"traceparent": f"00-{trace_id}-{client_span}-01"})
-    expected = {"POST /v1/chat/completions", "switchyard.v1.Router/Chat", "attempt",
-                "switchyard.v1.Provider/Generate", "upstream anthropic"}
+    expected = {"POST /v1/chat/completions", "switchyard.v1.Router/Chat", "chat claude-sonnet-4-5",
+                "switchyard.v1.Provider/Generate", "POST"}
     async with asyncio.timeout(15):  # spans are exported in batches every 200 ms
         while True:
             spans = spans_of(traced_mesh, trace_id)
@@ -66,10 +66,11 @@ async def test_one_trace_across_every_hop(traced_mesh: Mesh) -> None:
 
     assert parent_of("POST /v1/chat/completions") == f"0x{client_span}"
     assert parent_of("switchyard.v1.Router/Chat") == id_of("POST /v1/chat/completions")
-    assert parent_of("attempt") == id_of("switchyard.v1.Router/Chat")
-    assert parent_of("switchyard.v1.Provider/Generate") == id_of("attempt")
-    assert parent_of("upstream anthropic") == id_of("switchyard.v1.Provider/Generate")
-    assert by_name["upstream anthropic"]["attributes"]["gen_ai.usage.output_tokens"] > 0
+    assert parent_of("chat claude-sonnet-4-5") == id_of("switchyard.v1.Router/Chat")
+    assert parent_of("switchyard.v1.Provider/Generate") == id_of("chat claude-sonnet-4-5")
+    assert parent_of("POST") == id_of("switchyard.v1.Provider/Generate")
+    assert by_name["chat claude-sonnet-4-5"]["attributes"]["gen_ai.usage.output_tokens"] > 0
+    assert by_name["chat claude-sonnet-4-5"]["attributes"]["gen_ai.provider.name"] == "anthropic"
     assert by_name["switchyard.v1.Router/Chat"]["attributes"]["switchyard.outcome"] == "ok"
     services = {s["resource"]["attributes"]["service.name"] for s in spans}
     assert services == {"switchyard-edge", "switchyard-router", "switchyard-providers"}
@@ -93,3 +94,41 @@ async def test_one_trace_across_every_hop(traced_mesh: Mesh) -> None:
                       for span in map(json.loads, path.read_text().splitlines())
                       if span["name"] == "switchyard.analytics/Ingest" for link in span["links"]):
             await asyncio.sleep(0.1)
+
+
+async def test_an_embeddings_request_is_one_trace_with_a_genai_span_per_attempt(traced_mesh: Mesh) -> None:
+    """The first target fails (503), the fallback answers: each attempt is an
+    ``embeddings {model}`` CLIENT span with the GenAI attributes, the failed
+    one with error.type and status ERROR, each with its provider worker's span."""
+    trace_id, client_span = secrets.token_hex(16), secrets.token_hex(8)
+    async with AsyncOpenAI(base_url=traced_mesh.base_url, api_key=traced_mesh.api_key, max_retries=0) as client:
+        raw = await client.embeddings.with_raw_response.create(
+            model="text-embedding-3-small", dimensions=64,
+            input=["[[sim status=503 model=text-embedding-3-small]] trace my vectors", "and these"],
+            extra_body={"fallbacks": ["sim-backup"]}, extra_headers={"traceparent": f"00-{trace_id}-{client_span}-01"})
+    assert raw.headers["x-switchyard-provider"] == "backup"
+    async with asyncio.timeout(15):  # spans are exported in batches every 200 ms
+        while len(spans := spans_of(traced_mesh, trace_id)) < 6:
+            await asyncio.sleep(0.1)
+    assert len(spans) == 6  # edge, router call, 2 attempts, 2 provider worker calls
+    by_id = {s["context"]["span_id"]: s for s in spans}
+    [edge] = [s for s in spans if s["name"] == "POST /v1/embeddings"]
+    [call] = [s for s in spans if s["name"] == "switchyard.v1.Router/Embed"]
+    attempts = sorted((s for s in spans if s["name"].startswith("embeddings ")),
+                      key=lambda s: s["attributes"]["switchyard.attempt"])
+    workers = [s for s in spans if s["name"] == "switchyard.v1.Provider/Embed"]
+    assert edge["parent_id"] == f"0x{client_span}" and call["parent_id"] == edge["context"]["span_id"]
+    assert [s["parent_id"] for s in attempts] == [call["context"]["span_id"]] * 2
+    assert sorted(by_id[w["parent_id"]]["name"] for w in workers) == sorted(s["name"] for s in attempts)
+    failed, answered = attempts
+    assert failed["name"] == "embeddings text-embedding-3-small" and failed["kind"] == "SpanKind.CLIENT"
+    assert failed["status"]["status_code"] == "ERROR" and failed["attributes"]["error.type"]
+    for attempt in attempts:
+        assert attempt["attributes"]["gen_ai.operation.name"] == "embeddings"
+        assert attempt["attributes"]["gen_ai.embeddings.dimension.count"] == 64
+    assert failed["attributes"]["gen_ai.provider.name"] == "openai"
+    assert answered["status"]["status_code"] == "UNSET" and answered["attributes"]["gen_ai.usage.input_tokens"] > 0
+    assert answered["attributes"]["gen_ai.response.model"] == answered["attributes"]["gen_ai.request.model"]
+    assert call["attributes"]["switchyard.outcome"] == "ok"
+    services = {s["resource"]["attributes"]["service.name"] for s in spans}
+    assert services == {"switchyard-edge", "switchyard-router", "switchyard-providers"}

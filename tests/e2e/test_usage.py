@@ -8,6 +8,7 @@ import asyncio
 import nats.js.errors
 import openai
 import pytest
+from nats.js.api import AckPolicy, ConsumerConfig
 from openai import AsyncOpenAI
 
 from deploy.local.mesh import Mesh
@@ -17,22 +18,30 @@ from switchyard.v1 import usage_pb2 as upb
 
 
 async def usage_events(mesh: Mesh, request_ids: set[str], wait_s: float = 15) -> list[upb.UsageEvent]:
-    """All stored usage events for these request ids, once each id has one."""
+    """All stored usage events for these request ids, once each id has one.
+
+    One consumer reads the stream from its start to its end, however long it
+    is (nothing to acknowledge, so no cap on messages in flight), then waits
+    for what is still to come."""
     nc = await nats_client.connect(mesh.nats_url_for("analytics"))
     try:
         js = nc.jetstream()
         found: list[upb.UsageEvent] = []
+        sub = None
         async with asyncio.timeout(wait_s):
+            while sub is None:
+                try:
+                    sub = await js.pull_subscribe("switchyard.usage.>", durable=None, stream=STREAM,
+                                                  config=ConsumerConfig(ack_policy=AckPolicy.NONE))
+                except nats.js.errors.NotFoundError:  # no event published yet: no stream
+                    await asyncio.sleep(0.1)
             while {e.request_id for e in found} != request_ids:
                 try:
-                    sub = await js.pull_subscribe("switchyard.usage.>", durable=None, stream=STREAM)
-                    messages = await sub.fetch(10_000, timeout=0.5)
-                except (nats.js.errors.NotFoundError, TimeoutError):
-                    messages = []
-                found = [e for e in (upb.UsageEvent.FromString(m.data) for m in messages)
-                         if e.request_id in request_ids]
-                if {e.request_id for e in found} != request_ids:
-                    await asyncio.sleep(0.1)
+                    messages = await sub.fetch(1000, timeout=0.5)
+                except TimeoutError:
+                    continue  # read to the end; more may come
+                found += [e for e in (upb.UsageEvent.FromString(m.data) for m in messages)
+                          if e.request_id in request_ids]
         return found
     finally:
         await nc.close()

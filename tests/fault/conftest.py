@@ -14,6 +14,8 @@ from openai import AsyncOpenAI
 from deploy.local.mesh import Mesh, MeshSettings, isolated_environ
 from tests.e2e.conftest import running_mesh, write_test_config
 
+DRAIN_GRACE_S = 20
+
 
 @pytest.fixture
 def replicated_mesh() -> Iterator[Mesh]:
@@ -21,7 +23,8 @@ def replicated_mesh() -> Iterator[Mesh]:
     settings = MeshSettings(run_dir=run_dir, public_port=0, config_path=write_test_config(run_dir, "sy_" + "x" * 40),
                             api_key="sy_" + secrets.token_hex(20), environ=isolated_environ(),
                             router_replicas=2, provider_replicas=2,
-                            extra_env={"SWITCHYARD_ROUTER_GRACE_S": "20", "SWITCHYARD_PROVIDERS_GRACE_S": "20"})
+                            extra_env={"SWITCHYARD_ROUTER_GRACE_S": str(DRAIN_GRACE_S),
+                                       "SWITCHYARD_PROVIDERS_GRACE_S": str(DRAIN_GRACE_S)})
     with running_mesh(settings) as mesh:
         yield mesh
 

@@ -10,6 +10,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ import pytest
 
 from analytics.consumer import DURABLE, Consumer
 from analytics.duckdb_store import DuckDBStore
+from analytics.retention import DAY_MS
+from analytics.store import row_from_event
 from deploy.local.mesh import SERVICES
 from deploy.local.probes import free_port, tcp_open
 from deploy.local.process import Process
@@ -31,17 +34,18 @@ from tests.unit.switchyard.test_events import NatsServer
 ADMIN = {"x-switchyard-role": "admin", "x-switchyard-tenant": "ops"}
 CONFIG = """
 providers: {p: {type: openai, base_url: "http://127.0.0.1:1"}}
-analytics: {store: duckdb, path: "%s"}
+analytics: {store: duckdb, path: "%s"%s}
 """
 
 
 class AnalyticsProcess:
     """``python -m analytics`` on a free TCP port (the test is its trusted caller)."""
 
-    def __init__(self, folder: Path, nats_url: str, **settings: str) -> None:
+    def __init__(self, folder: Path, nats_url: str, *, retention_days: int = 0, **settings: str) -> None:
         self.port = free_port()
         config = folder / "switchyard.yaml"
-        config.write_text(CONFIG % (folder / "usage.duckdb"))
+        config.write_text(CONFIG % (folder / "usage.duckdb", f", retention_days: {retention_days}"
+                                    if retention_days else ""))
         env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(SERVICES), "PYTHONUNBUFFERED": "1",
                "SWITCHYARD_CONFIG": str(config), "SWITCHYARD_NATS_URL": nats_url,
                "SWITCHYARD_ANALYTICS_ADDRESS": f"127.0.0.1:{self.port}", **settings}
@@ -218,3 +222,31 @@ async def test_commit_without_ack_is_not_counted_twice(folder: Path, server: Nat
     assert crashing.crashed and consumer.stored == 0  # the redelivered batch was already there
     assert store.count() == len(events)
     store.close()
+
+
+async def test_retention_deletes_old_requests_and_stores_no_expired_ones(folder: Path, server: NatsServer) -> None:
+    now = int(time.time() * 1000)
+    old = make_events(30, prefix="old", seed=1, start_ms=now - 10 * DAY_MS, span_ms=3600_000)
+    recent = make_events(30, prefix="new", seed=2, start_ms=now - 3600_000, span_ms=600_000)
+    existing = DuckDBStore(str(folder / "usage.duckdb"))  # what an earlier deployment stored
+    assert existing.insert([row_from_event(e) for e in old + recent]) == 60
+    existing.close()
+    analytics = AnalyticsProcess(folder, server.url, retention_days=7)
+    await analytics.start()
+    try:
+        async with asyncio.timeout(30):  # the sweep at start-up
+            while (status := await analytics.get("status"))["retention"]["deleted"] < 30:
+                await asyncio.sleep(0.05)
+        assert status["retention"]["days"] == 7 and await analytics.stored() == 30
+        # Events arriving late from the stream (a replayed spool): those past the retention are not stored.
+        late = make_events(10, prefix="late", seed=3, start_ms=now - 8 * DAY_MS, span_ms=3600_000)
+        fresh = make_events(10, prefix="fresh", seed=4, start_ms=now - 60_000, span_ms=30_000)
+        await publish(server.url, late + fresh)  # creates the stream the consumer waits for
+        async with asyncio.timeout(30):
+            # ``stored`` counts after the commit (``received`` before it): wait for both outcomes.
+            while (consumed := (await analytics.get("status"))["consumer"])["stored"] + consumed["expired"] < 20:
+                await asyncio.sleep(0.05)
+        assert (consumed["expired"], consumed["stored"]) == (10, 10)
+        await assert_exactly_once(analytics, recent + fresh)
+    finally:
+        analytics.process.stop(10)

@@ -21,12 +21,16 @@ import aiohttp
 import openai
 import pytest
 import yaml
+from nats.js.errors import KeyNotFoundError
 from openai import AsyncOpenAI
 
 from deploy.local.mesh import SERVICES, Mesh, MeshSettings, isolated_environ
-from switchyard import tokens
+from router.budgets import spent_of
+from router.governance import BUDGETS_BUCKET
+from switchyard import nats_client, tokens
 from switchyard.v1 import chat_pb2 as pb
-from tests.e2e.conftest import mesh_config_data, running_mesh
+from tests.e2e.conftest import marker, mesh_config_data, running_mesh
+from tests.e2e.test_usage import usage_events
 
 PRICE_IN, PRICE_OUT = 0.15e-6, 0.6e-6  # gpt-4o-mini, per token (the catalogue's)
 
@@ -97,6 +101,9 @@ async def test_keys_limits_and_budgets_across_two_routers(governed_mesh: Mesh) -
     ok = [r for r in results if not isinstance(r, openai.APIStatusError)]
     refused = [r for r in results if isinstance(r, openai.APIStatusError)]
     assert len(ok) == 10 and all(r.status_code == 429 for r in refused) and len(refused) == 14
+    # Every answer tells the client where it stands, as OpenAI's API does: each admission took one slot.
+    assert {r.headers["x-ratelimit-limit-requests"] for r in ok} == {"10"}
+    assert sorted(int(r.headers["x-ratelimit-remaining-requests"]) for r in ok) == list(range(10))
     headers = refused[0].response.headers
     assert headers["x-ratelimit-limit-requests"] == "10" and headers["x-ratelimit-remaining-requests"] == "0"
     assert int(headers["retry-after"]) >= 1 and headers["x-ratelimit-reset-requests"].endswith("s")
@@ -132,6 +139,19 @@ async def test_keys_limits_and_budgets_across_two_routers(governed_mesh: Mesh) -
     assert refused[0].body["code"] == "budget_exceeded"  # type: ignore[index]
     spent = sum(float(r.headers["x-switchyard-cost-usd"]) for r in ok)
     assert 0 < spent <= budget
+
+    # The admin API (and `switchyard keys show`) tells where the budget stands, read from the shared ledger
+    # (the cost headers summed above are rounded to 6 decimals: 4 answers, at most 0.5e-6 each).
+    ROUNDING = 4 * 0.5e-6  # noqa: N806
+    async def settled() -> bool:
+        [state] = (await asyncio.to_thread(cli, mesh, "show", "team-b"))["spend"]
+        return state["reserved_usd"] == 0 and state["spent_usd"] == pytest.approx(spent, abs=ROUNDING)
+
+    await until(settled)
+    [state] = cli(mesh, "show", "team-b")["spend"]
+    assert (state["scope"], state["period"], state["usd"]) == ("key", "daily", pytest.approx(budget))
+    assert cli(mesh, "show", "team-b", "--end-user", "someone")["spend"] == [state]  # no per-user budget on it
+    assert state["remaining_usd"] == pytest.approx(budget - spent, abs=ROUNDING)
 
     # A hard budget cuts a live stream once its running cost would cross it.
     hard = cli(mesh, "create", "--id", "team-c", "--budget-usd", "0.0002", "--budget-period", "daily", "--hard")
@@ -198,3 +218,49 @@ async def test_a_reservation_is_released_after_its_router_is_killed(governed_mes
         await until(admitted, timeout=30)
     # Released by its TTL (3 s), not by anyone settling it.
     assert time.monotonic() - killed_at >= 2.0
+
+
+async def budget_spent(mesh: Mesh, key_id: str, period: str = "daily") -> tuple[float, float]:
+    """(spent, reserved) of a key's budget, read from the ledger in NATS."""
+    nc = await nats_client.connect(mesh.nats_url_for("router"))  # the ledgers are the routers'
+    try:
+        kv = await nc.jetstream().key_value(BUDGETS_BUCKET)
+        try:
+            entry = await kv.get(f"bg.k.{key_id}.{period}")
+        except KeyNotFoundError:
+            return 0.0, 0.0
+        return spent_of(json.loads(entry.value or b"{}"), period, 0, time.time())
+    finally:
+        await nats_client.close(nc)
+
+
+async def test_an_orphaned_answer_is_charged_to_its_budget(governed_mesh: Mesh) -> None:
+    """Every router dies mid-answer: the edge bills what it relayed in the
+    usage event and, through a restarted router, to the key's budget."""
+    mesh = governed_mesh
+    key = cli(mesh, "create", "--id", "team-e", "--budget-usd", "5", "--budget-period", "daily")["key"]
+    request_id = "orphan-budget-" + marker()
+    received = 0
+    async with client(mesh, key) as c:
+        stream = await c.chat.completions.create(
+            model="gpt-4o-mini", stream=True, extra_headers={"X-Request-Id": request_id},
+            messages=[{"role": "user", "content": f"long {marker()} [[sim tokens=400 chunk_delay_ms=20]]"}])
+        with pytest.raises(openai.APIError):
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    received += 1
+                    if received == 20:
+                        for name in mesh.routers:
+                            mesh.processes[name].signal(signal.SIGKILL)
+                        for name in mesh.routers:
+                            await asyncio.to_thread(mesh.processes[name].popen.wait, 10)
+                            mesh.processes[name].start()
+    [event] = await usage_events(mesh, {request_id}, wait_s=30)
+    assert event.usage_estimated and event.usage.cost_usd > 0
+
+    async def charged() -> bool:
+        return (await budget_spent(mesh, "team-e"))[0] > 0
+
+    await until(charged, timeout=30)
+    spent, reserved = await budget_spent(mesh, "team-e")
+    assert spent == pytest.approx(event.usage.cost_usd) and reserved == 0  # the estimate, once; nothing held

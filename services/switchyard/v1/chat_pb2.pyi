@@ -382,7 +382,14 @@ class NativeFields(_message.Message):
     def __init__(self, api: _Optional[str] = ..., fields: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class Started(_message.Message):
-    __slots__ = ("provider", "provider_type", "model", "route", "route_version", "attempt", "request_id", "arm", "model_requested", "cache")
+    __slots__ = ("provider", "provider_type", "model", "route", "route_version", "attempt", "request_id", "arm", "model_requested", "cache", "headers", "timing")
+    class HeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_TYPE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -393,6 +400,8 @@ class Started(_message.Message):
     ARM_FIELD_NUMBER: _ClassVar[int]
     MODEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     CACHE_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
     provider: str
     provider_type: str
     model: str
@@ -403,7 +412,27 @@ class Started(_message.Message):
     arm: str
     model_requested: str
     cache: str
-    def __init__(self, provider: _Optional[str] = ..., provider_type: _Optional[str] = ..., model: _Optional[str] = ..., route: _Optional[str] = ..., route_version: _Optional[int] = ..., attempt: _Optional[int] = ..., request_id: _Optional[str] = ..., arm: _Optional[str] = ..., model_requested: _Optional[str] = ..., cache: _Optional[str] = ...) -> None: ...
+    headers: _containers.ScalarMap[str, str]
+    timing: Timing
+    def __init__(self, provider: _Optional[str] = ..., provider_type: _Optional[str] = ..., model: _Optional[str] = ..., route: _Optional[str] = ..., route_version: _Optional[int] = ..., attempt: _Optional[int] = ..., request_id: _Optional[str] = ..., arm: _Optional[str] = ..., model_requested: _Optional[str] = ..., cache: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class Timing(_message.Message):
+    __slots__ = ("provider_us", "upstream_us", "provider_total_us", "router_us", "router_total_us", "edge_us", "edge_total_us")
+    PROVIDER_US_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_US_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_TOTAL_US_FIELD_NUMBER: _ClassVar[int]
+    ROUTER_US_FIELD_NUMBER: _ClassVar[int]
+    ROUTER_TOTAL_US_FIELD_NUMBER: _ClassVar[int]
+    EDGE_US_FIELD_NUMBER: _ClassVar[int]
+    EDGE_TOTAL_US_FIELD_NUMBER: _ClassVar[int]
+    provider_us: int
+    upstream_us: int
+    provider_total_us: int
+    router_us: int
+    router_total_us: int
+    edge_us: int
+    edge_total_us: int
+    def __init__(self, provider_us: _Optional[int] = ..., upstream_us: _Optional[int] = ..., provider_total_us: _Optional[int] = ..., router_us: _Optional[int] = ..., router_total_us: _Optional[int] = ..., edge_us: _Optional[int] = ..., edge_total_us: _Optional[int] = ...) -> None: ...
 
 class ToolCallDelta(_message.Message):
     __slots__ = ("index", "id", "name", "arguments", "signature")

@@ -49,14 +49,16 @@ class GenerateRequest(_message.Message):
     def __init__(self, request: _Optional[_Union[_chat_pb2.ChatRequest, _Mapping]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., attempt: _Optional[int] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., timeouts: _Optional[_Union[AttemptTimeouts, _Mapping]] = ...) -> None: ...
 
 class GenerateEvent(_message.Message):
-    __slots__ = ("chunk", "usage", "error")
+    __slots__ = ("chunk", "usage", "error", "timing")
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
     chunk: _chat_pb2.Chunk
     usage: _chat_pb2.Usage
     error: _chat_pb2.Error
-    def __init__(self, chunk: _Optional[_Union[_chat_pb2.Chunk, _Mapping]] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., error: _Optional[_Union[_chat_pb2.Error, _Mapping]] = ...) -> None: ...
+    timing: _chat_pb2.Timing
+    def __init__(self, chunk: _Optional[_Union[_chat_pb2.Chunk, _Mapping]] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., error: _Optional[_Union[_chat_pb2.Error, _Mapping]] = ..., timing: _Optional[_Union[_chat_pb2.Timing, _Mapping]] = ...) -> None: ...
 
 class EmbedAttempt(_message.Message):
     __slots__ = ("request", "target", "attempt", "trace_context", "timeouts")

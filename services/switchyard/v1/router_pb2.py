@@ -27,7 +27,7 @@ from switchyard.v1 import embed_pb2 as switchyard_dot_v1_dot_embed__pb2
 from switchyard.v1 import session_pb2 as switchyard_dot_v1_dot_session__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aswitchyard/v1/router.proto\x12\rswitchyard.v1\x1a\x18switchyard/v1/chat.proto\x1a\x19switchyard/v1/embed.proto\x1a\x1bswitchyard/v1/session.proto\"J\n\x11ListModelsRequest\x12)\n\x08identity\x18\x01 \x01(\x0b\x32\x17.switchyard.v1.Identity\x12\n\n\x02id\x18\x02 \x01(\t\"~\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08owned_by\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x05\x12\x10\n\x08strategy\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\"c\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.switchyard.v1.ModelInfo\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x14.switchyard.v1.Error2\xfe\x02\n\x06Router\x12>\n\x04\x43hat\x12\x1a.switchyard.v1.ChatRequest\x1a\x18.switchyard.v1.ChatEvent0\x01\x12Q\n\nListModels\x12 .switchyard.v1.ListModelsRequest\x1a!.switchyard.v1.ListModelsResponse\x12\x42\n\x05\x45mbed\x12\x1b.switchyard.v1.EmbedRequest\x1a\x1c.switchyard.v1.EmbedResponse\x12M\n\x0b\x43ountTokens\x12\x1a.switchyard.v1.ChatRequest\x1a\".switchyard.v1.CountTokensResponse\x12N\n\x0b\x43hatSession\x12\x1c.switchyard.v1.SessionFrames\x1a\x1d.switchyard.v1.SessionReplies(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aswitchyard/v1/router.proto\x12\rswitchyard.v1\x1a\x18switchyard/v1/chat.proto\x1a\x19switchyard/v1/embed.proto\x1a\x1bswitchyard/v1/session.proto\"J\n\x11ListModelsRequest\x12)\n\x08identity\x18\x01 \x01(\x0b\x32\x17.switchyard.v1.Identity\x12\n\n\x02id\x18\x02 \x01(\t\"~\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08owned_by\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x05\x12\x10\n\x08strategy\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\"c\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.switchyard.v1.ModelInfo\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x14.switchyard.v1.Error\"0\n\x11PurgeCacheRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\"$\n\x12PurgeCacheResponse\x12\x0e\n\x06purged\x18\x01 \x01(\x03\"R\n\x13\x42udgetStatusRequest\x12)\n\x08identity\x18\x01 \x01(\x0b\x32\x17.switchyard.v1.Identity\x12\x10\n\x08\x65nd_user\x18\x02 \x01(\t\"\x94\x01\n\x0b\x42udgetState\x12\r\n\x05scope\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\t\x12\x10\n\x08window_s\x18\x03 \x01(\x03\x12\x0b\n\x03usd\x18\x04 \x01(\x01\x12\x11\n\tspent_usd\x18\x05 \x01(\x01\x12\x14\n\x0creserved_usd\x18\x06 \x01(\x01\x12\x0c\n\x04hard\x18\x07 \x01(\x08\x12\x10\n\x08\x65nd_user\x18\x08 \x01(\t\"C\n\x14\x42udgetStatusResponse\x12+\n\x07\x62udgets\x18\x01 \x03(\x0b\x32\x1a.switchyard.v1.BudgetState\"Q\n\x10OrphanSettlement\x12+\n\x07request\x18\x01 \x01(\x0b\x32\x1a.switchyard.v1.ChatRequest\x12\x10\n\x08\x63ost_usd\x18\x02 \x01(\x01\" \n\rOrphanSettled\x12\x0f\n\x07\x62udgets\x18\x01 \x01(\x05\x32\xf9\x04\n\x06Router\x12>\n\x04\x43hat\x12\x1a.switchyard.v1.ChatRequest\x1a\x18.switchyard.v1.ChatEvent0\x01\x12Q\n\nListModels\x12 .switchyard.v1.ListModelsRequest\x1a!.switchyard.v1.ListModelsResponse\x12\x42\n\x05\x45mbed\x12\x1b.switchyard.v1.EmbedRequest\x1a\x1c.switchyard.v1.EmbedResponse\x12M\n\x0b\x43ountTokens\x12\x1a.switchyard.v1.ChatRequest\x1a\".switchyard.v1.CountTokensResponse\x12N\n\x0b\x43hatSession\x12\x1c.switchyard.v1.SessionFrames\x1a\x1d.switchyard.v1.SessionReplies(\x01\x30\x01\x12M\n\x0cSettleOrphan\x12\x1f.switchyard.v1.OrphanSettlement\x1a\x1c.switchyard.v1.OrphanSettled\x12W\n\x0c\x42udgetStatus\x12\".switchyard.v1.BudgetStatusRequest\x1a#.switchyard.v1.BudgetStatusResponse\x12Q\n\nPurgeCache\x12 .switchyard.v1.PurgeCacheRequest\x1a!.switchyard.v1.PurgeCacheResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,6 +40,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELINFO']._serialized_end=329
   _globals['_LISTMODELSRESPONSE']._serialized_start=331
   _globals['_LISTMODELSRESPONSE']._serialized_end=430
-  _globals['_ROUTER']._serialized_start=433
-  _globals['_ROUTER']._serialized_end=815
+  _globals['_PURGECACHEREQUEST']._serialized_start=432
+  _globals['_PURGECACHEREQUEST']._serialized_end=480
+  _globals['_PURGECACHERESPONSE']._serialized_start=482
+  _globals['_PURGECACHERESPONSE']._serialized_end=518
+  _globals['_BUDGETSTATUSREQUEST']._serialized_start=520
+  _globals['_BUDGETSTATUSREQUEST']._serialized_end=602
+  _globals['_BUDGETSTATE']._serialized_start=605
+  _globals['_BUDGETSTATE']._serialized_end=753
+  _globals['_BUDGETSTATUSRESPONSE']._serialized_start=755
+  _globals['_BUDGETSTATUSRESPONSE']._serialized_end=822
+  _globals['_ORPHANSETTLEMENT']._serialized_start=824
+  _globals['_ORPHANSETTLEMENT']._serialized_end=905
+  _globals['_ORPHANSETTLED']._serialized_start=907
+  _globals['_ORPHANSETTLED']._serialized_end=939
+  _globals['_ROUTER']._serialized_start=942
+  _globals['_ROUTER']._serialized_end=1575
 # @@protoc_insertion_point(module_scope)

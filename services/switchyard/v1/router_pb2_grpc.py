@@ -62,6 +62,21 @@ class RouterStub:
                 request_serializer=switchyard_dot_v1_dot_session__pb2.SessionFrames.SerializeToString,
                 response_deserializer=switchyard_dot_v1_dot_session__pb2.SessionReplies.FromString,
                 _registered_method=True)
+        self.SettleOrphan = channel.unary_unary(
+                '/switchyard.v1.Router/SettleOrphan',
+                request_serializer=switchyard_dot_v1_dot_router__pb2.OrphanSettlement.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_router__pb2.OrphanSettled.FromString,
+                _registered_method=True)
+        self.BudgetStatus = channel.unary_unary(
+                '/switchyard.v1.Router/BudgetStatus',
+                request_serializer=switchyard_dot_v1_dot_router__pb2.BudgetStatusRequest.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_router__pb2.BudgetStatusResponse.FromString,
+                _registered_method=True)
+        self.PurgeCache = channel.unary_unary(
+                '/switchyard.v1.Router/PurgeCache',
+                request_serializer=switchyard_dot_v1_dot_router__pb2.PurgeCacheRequest.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_router__pb2.PurgeCacheResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServicer:
@@ -103,6 +118,32 @@ class RouterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SettleOrphan(self, request, context):
+        """The budgets of an answer whose router died mid-answer: the edge, which
+        relayed it, asks a live replica to charge what it estimated was sent.
+        Charged once per request id (a router that settled it itself wins).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BudgetStatus(self, request, context):
+        """What the budgets of a key and of its tenant (and, given an end user,
+        that end user's under the key) have spent and hold reserved in their
+        current period: for the admin API.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeCache(self, request, context):
+        """Remove one tenant's cached answers (or every tenant's) from the shared
+        cache and from every replica's memory: for the admin API.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +171,21 @@ def add_RouterServicer_to_server(servicer, server):
                     servicer.ChatSession,
                     request_deserializer=switchyard_dot_v1_dot_session__pb2.SessionFrames.FromString,
                     response_serializer=switchyard_dot_v1_dot_session__pb2.SessionReplies.SerializeToString,
+            ),
+            'SettleOrphan': grpc.unary_unary_rpc_method_handler(
+                    servicer.SettleOrphan,
+                    request_deserializer=switchyard_dot_v1_dot_router__pb2.OrphanSettlement.FromString,
+                    response_serializer=switchyard_dot_v1_dot_router__pb2.OrphanSettled.SerializeToString,
+            ),
+            'BudgetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.BudgetStatus,
+                    request_deserializer=switchyard_dot_v1_dot_router__pb2.BudgetStatusRequest.FromString,
+                    response_serializer=switchyard_dot_v1_dot_router__pb2.BudgetStatusResponse.SerializeToString,
+            ),
+            'PurgeCache': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeCache,
+                    request_deserializer=switchyard_dot_v1_dot_router__pb2.PurgeCacheRequest.FromString,
+                    response_serializer=switchyard_dot_v1_dot_router__pb2.PurgeCacheResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +323,87 @@ class Router:
             '/switchyard.v1.Router/ChatSession',
             switchyard_dot_v1_dot_session__pb2.SessionFrames.SerializeToString,
             switchyard_dot_v1_dot_session__pb2.SessionReplies.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SettleOrphan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchyard.v1.Router/SettleOrphan',
+            switchyard_dot_v1_dot_router__pb2.OrphanSettlement.SerializeToString,
+            switchyard_dot_v1_dot_router__pb2.OrphanSettled.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BudgetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchyard.v1.Router/BudgetStatus',
+            switchyard_dot_v1_dot_router__pb2.BudgetStatusRequest.SerializeToString,
+            switchyard_dot_v1_dot_router__pb2.BudgetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeCache(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchyard.v1.Router/PurgeCache',
+            switchyard_dot_v1_dot_router__pb2.PurgeCacheRequest.SerializeToString,
+            switchyard_dot_v1_dot_router__pb2.PurgeCacheResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -34,7 +34,7 @@ def make_events(count: int, *, seed: int = 7, start_ms: int = 1_750_000_000_000,
             error_type="api_error" if status == "error" else "", stream=rng.random() < 0.5,
             latency_ms=rng.uniform(50, 5000), ttft_ms=rng.uniform(20, 800) if status == "ok" else 0.0,
             cache_status=rng.choice(("", "hit", "miss")), usage_estimated=rng.random() < 0.1,
-            cost_saved_usd=0.0,
+            cost_saved_usd=0.0, endpoint=rng.choices(("", "embeddings"), (80, 20))[0],
         )
         if event.route:
             event.route_arm = rng.choice(("a", "b"))

@@ -4,10 +4,12 @@ the parameter, the dashboard's files."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import itertools
 import shutil
 import tempfile
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +18,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from analytics.api import Api, create_app
 from analytics.duckdb_store import DuckDBStore
-from analytics.store import row_from_event
+from analytics.store import QueryTimeoutError, row_from_event
+from switchyard.errors import UnavailableError
 from tests.unit.analytics.events import make_events
 
 EVENTS = make_events(400)
@@ -159,3 +162,33 @@ async def test_dashboard_is_served_with_a_strict_policy(api: TestClient) -> None
         assert (await api.get(f"/v1/analytics/dashboard/{asset}")).status == 200
     missing = await api.get("/v1/analytics/dashboard/../../etc/passwd")
     assert missing.status == 404 and (await missing.json())["error"]["code"] == "unknown_url"
+
+
+async def test_a_slot_is_held_until_its_query_has_stopped_and_a_stopped_query_is_a_503() -> None:
+    api = Api(DuckDBStore(":memory:"), max_queries=1, max_waiting=0)
+    release = threading.Event()
+
+    def slow() -> str:
+        release.wait(30)
+        return "done"
+
+    task = asyncio.create_task(api._run(slow))
+    for _ in range(100):  # scheduling yields until the task is inside _run
+        if api.pending:
+            break
+        await asyncio.sleep(0)
+    task.cancel()  # the client went away; its query still runs on its thread
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert api.slots.locked()  # ...so its slot is still taken: queries never pile up behind clients that left
+    release.set()
+    async with asyncio.timeout(10):
+        await api.slots.acquire()  # freed once the query really ended
+    api.slots.release()
+
+    def stopped() -> None:
+        raise QueryTimeoutError("stopped after 30 s")
+
+    with pytest.raises(UnavailableError) as refused:
+        await api._run(stopped)
+    assert refused.value.code == "query_timeout"

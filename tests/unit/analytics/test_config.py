@@ -26,6 +26,7 @@ def test_clickhouse_needs_a_url() -> None:
 @pytest.mark.parametrize("text,path", [
     ("analytics: {store: sqlite}\n", "analytics.store"),
     ("analytics: {clickhouse_database: 'x; DROP'}\n", "analytics.clickhouse_database"),
+    ("analytics: {retention_days: 0}\n", "analytics.retention_days"),
     ("api_keys:\n  - {id: k, key_env: K, role: root}\n", "api_keys.0.role"),
 ])
 def test_invalid_values_name_their_path(text: str, path: str) -> None:

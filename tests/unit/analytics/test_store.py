@@ -7,19 +7,31 @@ from __future__ import annotations
 import collections
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from analytics.clickhouse_store import ChdbClient, ClickHouseStore
 from analytics.duckdb_store import DuckDBStore
-from analytics.store import Page, Query, Store, row_from_event
+from analytics.store import ADDED, COLUMNS, TABLE, Page, Query, QueryTimeoutError, Store, row_from_event
 from tests.unit.analytics.events import TEAMS, expected, make_events
 
 EVENTS = make_events(600)
 START = min(e.timestamp_ms for e in EVENTS)
 ALL = Query(since_ms=START, until_ms=START + 10 * 3600_000)
+
+
+@pytest.fixture(scope="module")
+def chdb_client() -> Iterator[ChdbClient]:
+    """The module's embedded ClickHouse (one per process, at one path): tests use databases of their own."""
+    folder = Path(tempfile.mkdtemp(prefix="sy-chdb-"))
+    client = ChdbClient(str(folder / "ch"))
+    yield client
+    client.close()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module", params=["duckdb", "clickhouse"])
@@ -29,16 +41,13 @@ def store(request: pytest.FixtureRequest) -> Iterator[Store]:
     if request.param == "duckdb":
         engine = DuckDBStore(str(folder / "usage.duckdb"))
     else:
-        client = ChdbClient(str(folder / "ch"))
-        engine = ClickHouseStore(client, "switchyard_test")
+        engine = ClickHouseStore(request.getfixturevalue("chdb_client"), "switchyard_test")
     rows = [row_from_event(e) for e in EVENTS]
     # Batches that overlap each other and repeat ids inside themselves.
     assert engine.insert(rows[:250] + rows[:10]) == 250
     assert engine.insert(rows[200:]) == len(rows) - 250
     yield engine
     engine.close()
-    if request.param == "clickhouse":
-        client.close()
     shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -133,3 +142,67 @@ def test_tag_names(store: Store) -> None:
     assert [(t["tag"], t["requests"]) for t in tags] == [
         ("team", len(globex)), ("feature", sum("feature" in e.tags for e in globex))]
     assert tags[0]["cost_usd"] == pytest.approx(sum(e.usage.cost_usd for e in globex))
+
+
+def test_a_query_past_the_time_limit_is_stopped_by_the_engine(store: Store) -> None:
+    # A query that would run for minutes; the engine must stop it at the limit (so the API's slot frees).
+    started = time.monotonic()
+    with pytest.raises(QueryTimeoutError):
+        if isinstance(store, DuckDBStore):
+            store.query_timeout_s, saved = 0.2, store.query_timeout_s
+            try:
+                store._fetch("SELECT sum(range) FROM range(100000000000)", {})
+            finally:
+                store.query_timeout_s = saved
+        else:
+            assert isinstance(store, ClickHouseStore)
+            strict = ClickHouseStore(store._client, "switchyard_test", query_timeout_s=1)
+            strict._select("SELECT sum(number) FROM numbers(100000000000)", {})
+    assert time.monotonic() - started < 20
+    assert store.count() == len(EVENTS)  # the store still answers
+
+
+def test_group_by_endpoint_counts_chat_and_embeddings(store: Store) -> None:
+    groups = store.summary(Query(ALL.since_ms, ALL.until_ms, group_by=("endpoint",), limit=10))
+    counted = collections.Counter(e.endpoint or "chat" for e in EVENTS)
+    assert {g["key"]["endpoint"]: g["requests"] for g in groups} == counted and len(counted) == 2
+    (embeddings,) = store.summary(Query(ALL.since_ms, ALL.until_ms, filters=(("endpoint", ("embeddings",)),)))
+    assert_metrics(embeddings, [e for e in EVENTS if e.endpoint == "embeddings"])
+
+
+def test_a_table_from_an_older_release_gains_the_new_columns(tmp_path: Path) -> None:
+    path = str(tmp_path / "old.duckdb")
+    old = [(name, kind) for name, kind, _ in COLUMNS if name not in dict(ADDED)]
+    with duckdb.connect(path) as con:
+        con.execute(f"CREATE TABLE {TABLE} ({', '.join(f'{n} {k}' for n, k in old)})")
+        row = row_from_event(EVENTS[0])[:len(old)]
+        con.execute(f"INSERT INTO {TABLE} VALUES ({', '.join('?' * len(old))})", list(row))
+    engine = DuckDBStore(path)
+    try:
+        engine.insert([row_from_event(e) for e in EVENTS[1:3]])  # new rows go in column by column
+        (page,) = [engine.requests(ALL, Page(limit=10))]
+        by_id = {r["request_id"]: r["endpoint"] for r in page}
+        assert by_id[EVENTS[0].request_id] == "chat"  # the default for rows stored before the column
+        assert by_id[EVENTS[1].request_id] == (EVENTS[1].endpoint or "chat") and len(by_id) == 3
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "clickhouse"])
+def test_delete_before_removes_only_older_requests(engine: str, tmp_path: Path,
+                                                  request: pytest.FixtureRequest) -> None:
+    events = make_events(200, seed=3)
+    cut = sorted(e.timestamp_ms for e in events)[80]  # 80 requests started before it
+    target: Store
+    if engine == "duckdb":
+        target = DuckDBStore(str(tmp_path / "usage.duckdb"))
+    else:
+        target = ClickHouseStore(request.getfixturevalue("chdb_client"), "switchyard_retention")
+    try:
+        assert target.insert([row_from_event(e) for e in events]) == 200
+        assert target.delete_before(cut) == 80
+        assert target.count() == 120 and target.delete_before(cut) == 0
+        kept = [e for e in events if e.timestamp_ms >= cut]
+        assert_metrics(target.summary(Query(since_ms=0, until_ms=cut * 2))[0], kept)
+    finally:
+        target.close()

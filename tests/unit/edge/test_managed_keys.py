@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
+import grpc
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -17,6 +18,7 @@ from edge.auth import KeyStore
 from edge.managed_keys import ManagedKeys
 from switchyard.config import ApiKeySpec, hash_key, key_prefix
 from switchyard.errors import AuthenticationError
+from switchyard.v1 import router_pb2 as rpb
 from tests.unit.switchyard.test_events import NatsServer
 
 ADMIN, CLIENT = "sy_admin_" + "a" * 30, "sy_client_" + "c" * 30
@@ -116,3 +118,31 @@ def test_an_expired_key_is_refused() -> None:
     store = KeyStore([ApiKeySpec(id="old", sha256=hash_key(CLIENT), prefix=key_prefix(CLIENT), expires_at=past)])
     with pytest.raises(AuthenticationError, match="expired"):
         store.authenticate(bearer(CLIENT))
+
+
+async def test_show_gives_the_spend_or_says_why_not() -> None:
+    async def status(spec: ApiKeySpec, end_user: str) -> rpb.BudgetStatusResponse:
+        assert (spec.id, end_user) == ("app", "alice")
+        return rpb.BudgetStatusResponse(budgets=[
+            rpb.BudgetState(scope="key", period="daily", usd=10, spent_usd=2.5, reserved_usd=1.25),
+            rpb.BudgetState(scope="end_user", end_user="alice", period="daily", usd=1, spent_usd=2)])
+
+    async def unreachable(spec: ApiKeySpec, end_user: str) -> rpb.BudgetStatusResponse:
+        raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata())
+
+    spend = [{"scope": "key", "period": "daily", "usd": 10, "spent_usd": 2.5, "reserved_usd": 1.25,
+              "remaining_usd": 6.25, "hard": False},
+             {"scope": "end_user", "end_user": "alice", "period": "daily", "usd": 1, "spent_usd": 2,
+              "reserved_usd": 0, "remaining_usd": 0, "hard": False}]
+    for budget_status, expected in ((status, {"spend": spend}),
+                                    (unreachable, {"spend_error": "budgets could not be read: UNAVAILABLE"})):
+        app = web.Application()
+        KeysAdmin(KeyStore(config_keys()), None, config_keys(), budget_status=budget_status).register(app)
+        async with TestClient(TestServer(app)) as client:
+            reply = await client.get("/admin/keys/app", params={"end_user": "alice"}, headers=bearer(ADMIN))
+            body = await reply.json()
+            too_long = await client.get("/admin/keys/app", params={"end_user": "x" * 257}, headers=bearer(ADMIN))
+            refused = await too_long.json()
+        assert reply.status == 200 and body["id"] == "app"  # the key is shown either way
+        assert {k: body[k] for k in expected} == expected
+        assert too_long.status == 400 and refused["error"]["param"] == "end_user"

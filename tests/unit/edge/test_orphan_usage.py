@@ -2,10 +2,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import grpc
 
 from edge.orphan_usage import OrphanUsage, RelayStats
 from switchyard.config import parse_config
 from switchyard.v1 import chat_pb2 as pb
+from switchyard.v1 import router_pb2 as rpb
 from switchyard.v1 import usage_pb2 as upb
 
 CONFIG = parse_config("providers:\n  openai: {type: openai, base_url: 'http://127.0.0.1:1/v1', "
@@ -16,6 +21,9 @@ STARTED = pb.Started(provider="openai", model="gpt-4o-mini", provider_type="open
 
 
 class Publisher:
+    published = spooled = write_errors = dropped = queued = held = 0
+    spool = SimpleNamespace(path=Path("/nonexistent/spool"))
+
     def __init__(self) -> None:
         self.events: list[upb.UsageEvent] = []
         self.closed = False
@@ -63,3 +71,47 @@ async def test_pending_records_are_bounded_and_flushed_on_close() -> None:
     assert orphans.pending == 1 and orphans.dropped == 1
     await orphans.close()
     assert [e.request_id for e in publisher.events] == ["r1"] and publisher.closed
+
+
+class Settle:
+    """Router.SettleOrphan: fails with ``codes`` in turn, then answers."""
+
+    def __init__(self, *codes: grpc.StatusCode) -> None:
+        self.codes = list(codes)
+        self.calls: list[rpb.OrphanSettlement] = []
+
+    async def __call__(self, message: rpb.OrphanSettlement, timeout: float) -> rpb.OrphanSettled:  # noqa: ASYNC109
+        self.calls.append(message)
+        if self.codes:
+            code = self.codes.pop(0)
+            raise grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details="scripted")
+        return rpb.OrphanSettled(budgets=1)
+
+
+async def test_budgets_are_charged_the_estimate_without_the_prompt() -> None:
+    publisher, settle = Publisher(), Settle(grpc.StatusCode.UNAVAILABLE)  # a router still starting: tried again
+    orphans = OrphanUsage(publisher, CONFIG, delay_s=60)  # type: ignore[arg-type]
+    orphans.connect(settle)
+    request = pb.ChatRequest()
+    request.CopyFrom(REQUEST)
+    request.routing.end_user = "u1"
+    orphans.record(request, STARTED, lost(), time.monotonic())
+    await orphans.close()  # publishes now and waits (bounded) for the charge
+    [event] = publisher.events
+    assert len(settle.calls) == 2 and orphans.unsettled == 0
+    sent = settle.calls[-1]
+    assert sent.cost_usd == event.usage.cost_usd > 0
+    assert (sent.request.request_id, sent.request.identity.key_id, sent.request.routing.end_user) == ("r1", "k", "u1")
+    assert not sent.request.messages  # what names the budgets, not the prompt
+
+
+async def test_a_refused_charge_is_counted_not_retried() -> None:
+    settle = Settle(grpc.StatusCode.INVALID_ARGUMENT)
+    orphans = OrphanUsage(Publisher(), CONFIG, delay_s=60)  # type: ignore[arg-type]
+    orphans.connect(settle)
+    orphans.record(REQUEST, STARTED, lost(), time.monotonic())
+    await orphans.close()
+    assert len(settle.calls) == 1 and orphans.unsettled == 1
+    gauges = {name: dict(rows) for name, _, _, rows in orphans.metrics()}  # what /metrics shows
+    assert gauges["switchyard_orphaned_answers"] == {("pending",): 0, ("dropped",): 0, ("unsettled",): 1}
+    assert gauges["switchyard_usage_spool_bytes"] == {(): 0}

@@ -139,6 +139,25 @@ def test_local_with_unix_sockets_validates(tmp_path: Path) -> None:
 
 
 @needs_envoy
+def test_local_stats_listener_serves_only_prometheus_stats(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    text = render.render_local(
+        public_addr="127.0.0.1:8080", edge_addr=f"unix:{run}/edge.sock",
+        router_listen_addr=f"unix:{run}/envoy-router.sock", router_addrs=[f"unix:{run}/router.sock"],
+        provider_listen_addr=f"unix:{run}/envoy-providers.sock", provider_addrs=f"unix:{run}/providers.sock",
+        admin_path=f"{run}/envoy-admin.sock", stats_addr="127.0.0.1:9460")
+    validate(text, tmp_path)
+    doc = yaml.safe_load(text)
+    stats = listeners(doc)["stats"]
+    assert stats["address"] == {"socket_address": {"address": "127.0.0.1", "port_value": 9460}}
+    hcm = stats["filter_chains"][0]["filters"][0]["typed_config"]
+    (route,) = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    assert route["match"] == {"path": "/stats/prometheus"} and route["route"]["cluster"] == "envoy_admin"
+    admin = clusters(doc)["envoy_admin"]
+    assert endpoints(admin) == [{"pipe": {"path": f"{run}/envoy-admin.sock"}}] and "health_checks" not in admin
+
+
+@needs_envoy
 def test_local_with_two_router_replicas_validates(tmp_path: Path) -> None:
     text = local_tcp(router_addrs=["127.0.0.1:50051", "127.0.0.1:50061"])
     validate(text, tmp_path)

@@ -14,9 +14,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from providers import timing
 from providers.attempt import AttemptFailedError, AttemptSpec, stream_attempt
 from providers.base import Capabilities, SSEEvent, Translator, UpstreamProtocolError, UpstreamRequest
 from providers.fairness import KeyGate
+from providers.server import ProviderServicer
+from switchyard import event_tags
 from switchyard.config import Pricing, ProviderSpec, Timeouts
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import provider_pb2 as ppb
@@ -330,3 +333,26 @@ async def test_upstream_error_text_is_logged_at_debug_only(upstream, session, ca
     with caplog.at_level(logging.DEBUG, logger="providers.sanitize"), pytest.raises(AttemptFailedError):
         await collect(make_spec(url, session), request("error:503"))
     assert any("upstream says no" in r.getMessage() and r.levelno == logging.DEBUG for r in caplog.records)
+
+
+async def test_the_first_upstream_send_is_timed_across_fan_out_tasks(upstream, session) -> None:
+    _, url = upstream
+    for n in (1, 3):
+        clock = timing.start()
+        before = time.monotonic()
+        await collect(make_spec(url, session), request("a b", n=n))
+        assert before < clock.sent_at < time.monotonic()
+
+
+async def test_the_worker_sends_its_timing_just_before_the_first_output(upstream, session) -> None:
+    _, url = upstream
+    received = time.monotonic()
+    out = [raw async for raw in ProviderServicer(None)._serialized(  # type: ignore[arg-type]
+        make_spec(url, session), request("slow a b"), None, received)]
+    assert [raw[0] for raw in out[:2]] == [event_tags.TIMING, event_tags.CHUNK]
+    assert sum(raw[0] == event_tags.TIMING for raw in out) == 1
+    sent = ppb.GenerateEvent.FromString(out[0]).timing
+    assert sent.upstream_us >= 150_000  # the upstream's 150 ms before its first word
+    assert 0 < sent.provider_us < sent.upstream_us
+    assert sent.provider_total_us >= sent.provider_us + sent.upstream_us
+    assert sent.provider_total_us <= (time.monotonic() - received) * 1e6

@@ -4,8 +4,9 @@ and mode does."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 import pytest
 
@@ -48,7 +49,7 @@ class MemoryStore:
         self.down = False
         self.gets = 0
 
-    async def get(self, key: str) -> cpb.CacheEntry | None:
+    async def get(self, key: str, tenant: str) -> cpb.CacheEntry | None:
         self.gets += 1
         data = None if self.down else self.entries.get(key)
         return None if data is None else cpb.CacheEntry.FromString(data)
@@ -344,3 +345,77 @@ async def test_only_if_cached_never_reaches_an_upstream() -> None:
     await h.run(request(), Provider(RICH))
     events = await h.run(request(request_id="r2", cache_only=True), Provider())
     assert events[0].started.cache == "hit"
+
+
+# ------------------------------------------------------------- coalescing --
+
+
+class Gated(Provider):
+    """The first attempt waits for ``gate``; ``called`` is set when it starts."""
+
+    def __init__(self, *attempts: list[bytes | BaseException]) -> None:
+        super().__init__(*attempts)
+        self.called = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.calls = 0
+
+    async def __call__(self, request: bytes, timeout_s: float | None = None) -> AsyncIterator[bytes]:
+        self.calls += 1
+        if self.calls == 1:
+            self.called.set()
+            await self.gate.wait()
+        async for raw in super().__call__(request, timeout_s):
+            yield raw
+
+
+async def waiting(h: Harness, provider: Gated, count: int) -> list[asyncio.Task[list[pb.ChatEvent]]]:
+    """``count`` identical non-streaming requests started while the first is held upstream, each
+    parked on it (each looked the key up in the store, and nothing after that suspends before the wait)."""
+    await provider.called.wait()
+    tasks = [asyncio.create_task(h.run(request(request_id=f"w{i}"), provider)) for i in range(count)]
+    for _ in range(100):
+        if h.store.gets == 1 + count:
+            break
+        await asyncio.sleep(0)  # a scheduling yield: lets each new task run to its first suspension
+    assert h.store.gets == 1 + count
+    return tasks
+
+
+async def test_identical_requests_in_flight_wait_for_the_first_answer() -> None:
+    h = Harness()
+    provider = Gated(RICH)
+    first = asyncio.create_task(h.run(request(), provider))
+    waiters = await waiting(h, provider, 3)
+    provider.gate.set()
+    answers = [await first, *await asyncio.gather(*waiters)]
+    assert provider.calls == 1  # one upstream call for four requests
+    assert [a[0].started.cache for a in answers] == ["miss", "hit", "hit", "hit"]
+    assert all([e.chunk for e in a[1:-1]] == [e.chunk for e in answers[0][1:-1]] for a in answers[1:])
+    billed = sorted((e.request_id, e.usage.cost_usd, e.cost_saved_usd) for e in h.sink.events)
+    assert billed == [("r1", 0.25, 0), ("w0", 0, 0.25), ("w1", 0, 0.25), ("w2", 0, 0.25)]
+
+
+async def test_a_failed_first_request_does_not_fail_the_ones_waiting_for_it() -> None:
+    h = Harness()
+    provider = Gated([error(400, False, code="bad")], *([chunk("ok", "stop"), usage(1)] for _ in range(2)))
+    first = asyncio.create_task(h.run(request(), provider))
+    waiters = await waiting(h, provider, 2)
+    provider.gate.set()
+    assert (await first)[0].error.code == "bad"
+    for answer in await asyncio.gather(*waiters):  # each ran itself
+        assert answer[0].started.cache == "miss" and answer[1].chunk.choices[0].content == "ok"
+    assert provider.calls == 3
+
+
+async def test_a_stream_never_waits_for_an_identical_request() -> None:
+    h = Harness()
+    provider = Gated(RICH, RICH)
+    first = asyncio.create_task(h.run(request(), provider))
+    await provider.called.wait()
+    streamed = request(request_id="s1")
+    streamed.stream = True
+    answer = await h.run(streamed, provider)  # completes while the first is still held upstream
+    assert answer[0].started.cache == "miss" and answer[-1].HasField("usage") and not first.done()
+    provider.gate.set()
+    await first
+    assert provider.calls == 2

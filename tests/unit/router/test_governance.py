@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
+from edge.orphan_usage import budget_names
 from router.breaker import BreakerBoard
 from router.budgets import spent_of
 from router.governance import BUCKETS, BUDGETS_BUCKET, LIMITS_BUCKET, GovernanceError, Governor
@@ -264,6 +265,8 @@ async def test_a_refused_request_never_reaches_a_provider_and_is_metered_once() 
     provider = Provider([chunk("ok", "stop"), usage(1)])
     events, sink = await run_pipeline(limited(rpm=1), provider, governor)
     assert events[0].started.model == "m1"
+    assert events[0].started.headers["x-ratelimit-limit-requests"] == "1"  # what OpenAI sends on every answer
+    assert events[0].started.headers["x-ratelimit-remaining-requests"] == "0"
     events, sink = await run_pipeline(limited(rpm=1), provider, governor)
     assert events[0].error.status == 429 and events[0].error.headers["x-ratelimit-limit-requests"] == "1"
     assert len(provider.requests) == 1
@@ -331,3 +334,116 @@ async def test_limits_of_a_routing_config_and_of_a_model_are_shared_by_every_key
     events, _ = await run_pipeline(limited("k2", model="m1"), provider, governor, routing_table)
     assert events[0].error.status == 429 and "model m1" in events[0].error.message
     assert len(provider.requests) == 3  # the refused ones reached no provider
+
+
+
+def spill_table(limits: str) -> RoutingTable:
+    config = BASE.replace("    models: [m1, m3]", f"    models: [{{id: m1, limits: {limits}}}, m3]") + \
+        "routes:\n  spill:\n    targets: [m1, m3]\n  only:\n    targets: [m1]\n"
+    return RoutingTable(parse_config(config))
+
+
+def answers(n: int) -> Provider:
+    return Provider(*([chunk("ok", "stop"), usage(7)] for _ in range(n)))
+
+
+async def test_a_models_limit_holds_when_a_routing_config_or_a_fallback_reaches_it() -> None:
+    routing_table = spill_table("{rpm: 1}")
+    governor = memory_governor()
+    provider = answers(3)
+    models = []
+    for _ in range(2):  # the second finds m1 at its limit and spills over to m3
+        events, _ = await run_pipeline(limited("k1", model="@spill"), provider, governor, routing_table)
+        models.append(events[0].started.model)
+    assert models == ["m1", "m3"]
+    events, sink = await run_pipeline(limited("k2", model="@only"), provider, governor, routing_table)
+    assert events[0].error.status == 429 and "model m1" in events[0].error.message
+    assert events[0].error.headers["x-ratelimit-limit-requests"] == "1"
+    assert sink.events[0].http_status == 429
+    request = limited("k3", model="m1")
+    request.routing.fallbacks.append("m3")  # a request's own fallbacks: m1 is still charged per attempt
+    events, _ = await run_pipeline(request, provider, governor, routing_table)
+    assert events[0].started.model == "m3"
+    assert provider.targets.count("a/m1") == 1 and len(provider.requests) == 3
+
+
+async def test_a_models_token_limit_is_settled_to_the_usage_through_a_routing_config() -> None:
+    # Each request reserves its prompt estimate + max_tokens 60 against m1's 100 tokens a minute: two
+    # reservations would not fit, but the first settles to the 7 tokens it used and the second fits.
+    routing_table = spill_table("{tpm: 100}")
+    governor = memory_governor()
+    provider = answers(3)
+    events, _ = await run_pipeline(limited("k1", model="@spill", max_tokens=60), provider, governor, routing_table)
+    assert events[0].started.model == "m1"
+    await governor.close()  # the settlement has landed
+    events, _ = await run_pipeline(limited("k2", model="@spill", max_tokens=60), provider, governor, routing_table)
+    assert events[0].started.model == "m1"
+    big = limited("k3", model="@spill", max_tokens=200)  # more than m1's whole minute: m3 answers it
+    events, _ = await run_pipeline(big, provider, governor, routing_table)
+    assert events[0].started.model == "m3"
+
+
+async def spend(governor: Governor, key: str) -> tuple[float, float]:
+    entry = await governor.budgets._kv().get(key)
+    return spent_of(orjson.loads(entry.value), "daily", 0, time.time())
+
+
+async def test_an_orphaned_answer_is_charged_to_its_budgets_once(replicas) -> None:
+    """The router that carried the answer died holding its reservation; the
+    edge's estimate is charged through another replica, once however often
+    it is sent, and the dead router's reservation goes with it."""
+    dead, live = await replicas.open(), await replicas.open()
+    routing_table = base_with_priced()
+    budget = {"usd": 1000, "period": "daily", "scope": "key"}
+    request = limited(budgets=(budget,), model="p1", max_tokens=10, user="u1")
+    request.identity.budgets.add(usd=1000, period="daily", scope="end_user")
+    [grant] = await admit_all([dead], [request], routing_table)
+    assert not isinstance(grant, BaseException)
+    dead._live.clear()  # the router is gone: it neither settles nor renews
+    assert await live.settle_orphan(budget_names(request), 7.5, routing_table) == 2
+    assert await live.settle_orphan(budget_names(request), 7.5, routing_table) == 2  # a retried call
+    for entry in grant.budgets:
+        assert await spend(live, entry.key) == (pytest.approx(7.5), 0)  # charged once, reservation gone
+
+
+async def test_an_orphan_the_router_settled_itself_is_not_charged_again(replicas) -> None:
+    router, other = await replicas.open(), await replicas.open()
+    routing_table = base_with_priced()
+    request = limited(budgets=({"usd": 1000, "period": "daily", "scope": "key"},), model="p1", max_tokens=10)
+    [grant] = await admit_all([router], [request], routing_table)
+    router.settle(grant, pb.Usage(prompt_tokens=5, completion_tokens=4, cost_usd=9.0))
+    await router.close()  # lets the settlement land
+    await other.settle_orphan(budget_names(request), 3.0, routing_table)  # only the hop had broken
+    assert await spend(other, grant.budgets[0].key) == (pytest.approx(9.0), 0)
+
+
+async def test_an_orphan_without_budgets_or_cost_charges_nothing(replicas) -> None:
+    governor = await replicas.open()
+    routing_table = base_with_priced()
+    assert await governor.settle_orphan(budget_names(limited(model="p1")), 5.0, routing_table) == 0
+    budgeted = limited(budgets=({"usd": 10, "period": "daily", "scope": "key"},), model="p1")
+    assert await governor.settle_orphan(budget_names(budgeted), 0.0, routing_table) == 0
+
+
+async def test_budget_status_reads_spent_and_reserved_of_the_key_and_its_tenant(replicas) -> None:
+    governor = await replicas.open()
+    routing_table = RoutingTable(parse_config(BASE.replace("\naliases:", PRICED + "aliases:")
+                                              + "\ntenants:\n  acme:\n    budgets: [{usd: 50, period: monthly}]\n"))
+    request = limited(budgets=({"usd": 100, "period": "daily", "scope": "key"},
+                               {"usd": 300, "period": "daily", "scope": "end_user"}), model="p1", max_tokens=10,
+                      user="u1")
+    [held] = await admit_all([governor], [request], routing_table)
+    settled = limited(budgets=({"usd": 100, "period": "daily", "scope": "key"},), model="p1", max_tokens=10)
+    [done] = await admit_all([governor], [settled], routing_table)
+    governor.settle(done, pb.Usage(prompt_tokens=2, completion_tokens=2, cost_usd=4.0))
+    await asyncio.gather(*governor._tasks)
+    found = {spec.scope: (spec.usd, spent, reserved)
+             for spec, spent, reserved in await governor.budget_status(request.identity, routing_table)}
+    worst = held.budgets[0].reserved
+    assert found == {"key": (100, pytest.approx(4.0), pytest.approx(worst)),  # the end user's is per end user
+                     "tenant": (50, pytest.approx(4.0), pytest.approx(worst))}
+    # Given an end user, that end user's budget under the key too: u1 holds the reservation, u2 nothing.
+    for user, reserved in (("u1", worst), ("u2", 0)):
+        found = {spec.scope: (spec.usd, spent, held_now) for spec, spent, held_now in
+                 await governor.budget_status(request.identity, routing_table, user)}
+        assert found["end_user"] == (300, 0, pytest.approx(reserved))

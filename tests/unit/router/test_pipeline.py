@@ -10,6 +10,7 @@ from router.breaker import BreakerBoard
 from router.pipeline import Pipeline
 from switchyard.config import BreakerSettings
 from switchyard.v1 import chat_pb2 as pb
+from switchyard.v1 import provider_pb2 as ppb
 from switchyard.v1 import usage_pb2 as upb
 from tests.unit.router.scripted import REQUEST, Provider, answer, copy, error, table
 
@@ -150,3 +151,15 @@ async def test_usage_event_records_the_experiment_arm() -> None:
     req = request("@exp", end_user="u7")
     events = [pb.ChatEvent.FromString(raw) async for raw in pipeline.stream(req.SerializeToString(), None)]
     assert sink.events[0].route_arm == events[0].started.arm in ("left", "right")
+
+
+async def test_the_workers_timing_rides_on_the_started_event_and_goes_no_further() -> None:
+    worker = ppb.GenerateEvent(timing=pb.Timing(provider_us=120, upstream_us=3000,
+                                                provider_total_us=3200)).SerializeToString()
+    events, _ = await run(request("@pair"), Provider([error(503, True)], [worker, *answer("hi")]))
+    assert [e.WhichOneof("event") for e in events] == ["started", "chunk", "usage"]
+    timing = events[0].started.timing
+    assert (timing.provider_us, timing.upstream_us, timing.provider_total_us) == (120, 3000, 3200)
+    assert 0 < timing.router_us <= timing.router_total_us  # the router's own share, then until the first output
+    events, _ = await run(request("m1"), Provider(answer("no timing")))  # a worker that sends none
+    assert events[0].started.timing.provider_total_us == 0 and events[0].started.timing.router_total_us > 0

@@ -180,6 +180,7 @@ async def test_embeddings_pass_the_keys_rate_limit_and_budget() -> None:
     first = await unary.embed(epb.EmbedRequest(request_id="e1", model="quick", identity=limited,
                                                inputs=[epb.EmbedInput(text="a")]), None)
     assert not first.HasField("error")
+    assert first.started.headers["x-ratelimit-remaining-requests"] == "0"  # on every answer, as for chat
     refused = await unary.embed(epb.EmbedRequest(request_id="e2", model="quick", identity=limited,
                                                  inputs=[epb.EmbedInput(text="a")]), None)
     assert refused.error.status == 429 and refused.error.headers["x-ratelimit-limit-requests"] == "1"

@@ -129,6 +129,21 @@ async def test_drain_moves_new_calls_to_a_new_session(served) -> None:
         pool.close()
 
 
+async def test_session_opened_after_drain_is_told_to_drain(served) -> None:
+    """A session that reaches a draining server (its proxy had not yet seen
+    the health check flip) still runs its call, then closes: nothing holds
+    the server's shutdown open for its whole grace period."""
+    _, servicer, server, target = served
+    servicer.drain()
+    async with grpc.aio.insecure_channel(target) as channel:
+        pool = SessionPool(channel, "/t.S/S", size=1)
+        assert await collect(pool, b"late:2:0") == [b"late-0", b"late-1"]
+        [late] = pool.sessions
+        assert not late.accepting and late.dead is not None  # closed once its call was over
+        # With no session left open the server stops at once, not after its 30 s grace.
+        await asyncio.wait_for(server.stop(30), 10)
+
+
 async def test_idle_session_is_retired(served) -> None:
     _, _, _, target = served
     async with grpc.aio.insecure_channel(target) as channel:
