@@ -6,7 +6,13 @@ as the change is delivered (well within a second on a healthy NATS).
 
 A replica that loses NATS keeps its last known set and re-reads the whole
 bucket when it reconnects. Writes use compare-and-set on the entry's revision
-(create fails if the id exists; rotate and revoke act on the revision read)."""
+(create fails if the id exists; rotate and revoke act on the revision read).
+
+Every key's state (a value or a deletion) is held with its revision, and a
+state only ever gives way to a newer one. That is what lets a replica apply
+its own writes at once without a re-read undoing them: a write made while a
+re-read is under way may be missing from the re-read's snapshot and reach the
+watch only later, and the snapshot must not win over it (see ``merge_reread``)."""
 
 from __future__ import annotations
 
@@ -19,8 +25,9 @@ import nats
 import orjson
 from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoStreamResponseError
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+from nats.js import JetStreamContext, api
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NoStreamResponseError
+from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 from pydantic import ValidationError
 
 from switchyard import nats_client
@@ -31,6 +38,8 @@ log = logging.getLogger(__name__)
 
 BUCKET = "SWITCHYARD_KEYS"
 MAX_KEYS = 100_000
+# JetStream's "wrong last sequence" errors: a compare-and-set that lost.
+WRONG_LAST_SEQUENCE = (10071, 10164)
 
 
 class KeyExistsError(Exception):
@@ -56,7 +65,10 @@ class ManagedKeys:
         self.nats_url = nats_url
         self.on_change = on_change
         self.keys: dict[str, ApiKeySpec] = {}
+        # The revision of the state held for each key id, deletions included.
+        self._revisions: dict[str, int] = {}
         self._nc: nats.NATS | None = None
+        self._js: JetStreamContext | None = None
         self._kv: KeyValue | None = None
         self._task: asyncio.Task[None] | None = None
         self._resync = asyncio.Event()
@@ -82,8 +94,8 @@ class ManagedKeys:
         self._nc = await nats_client.connect(self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                                       connect_timeout=2, name="switchyard-edge-keys", error_cb=_quiet,
                                       reconnected_cb=self._reconnected)
-        js = self._nc.jetstream()
-        self._kv = await nats_client.open_bucket(js, BUCKET, history=1)
+        self._js = self._nc.jetstream()
+        self._kv = await nats_client.open_bucket(self._js, BUCKET, history=1)
         while True:
             try:
                 await self._watch()
@@ -101,8 +113,12 @@ class ManagedKeys:
         reconnect asks for a fresh read."""
         assert self._kv is not None
         self._resync.clear()
+        # The stream's last revision before the snapshot: a held key missing
+        # from the snapshot was removed if its revision is not newer.
+        position = (await self._kv.status()).stream_info.state.last_seq
         watcher = await self._kv.watchall()
         fresh: dict[str, ApiKeySpec] = {}
+        fresh_revisions: dict[str, int] = {}
         initial = True
         resync = asyncio.ensure_future(self._resync.wait())
         try:
@@ -116,20 +132,17 @@ class ManagedKeys:
                     entry = update.result()
                 except nats.errors.TimeoutError:
                     continue
-                target = fresh if initial else dict(self.keys)
                 if entry is None:  # the end of the bucket's current contents
                     initial = False
-                    self._publish(fresh)
-                    continue
-                if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
-                    target.pop(entry.key, None)
-                elif len(target) < MAX_KEYS:
-                    try:
-                        target[entry.key] = ApiKeySpec.model_validate(orjson.loads(entry.value))
-                    except (ValidationError, ValueError) as exc:
-                        log.error("keys: entry %s is invalid and ignored: %s", entry.key, exc)
-                if not initial:
-                    self._publish(target)
+                    keys, self._revisions = merge_reread(self.keys, self._revisions, fresh, fresh_revisions,
+                                                         position)
+                    self._publish(keys)
+                elif initial:
+                    _fold(fresh, fresh_revisions, entry)
+                elif entry.revision > self._revisions.get(entry.key, 0):
+                    keys = dict(self.keys)
+                    _fold(keys, self._revisions, entry)
+                    self._publish(keys)
         finally:
             resync.cancel()
             with contextlib.suppress(Exception):
@@ -159,27 +172,75 @@ class ManagedKeys:
     async def create(self, spec: ApiKeySpec) -> None:
         try:
             with _transient_as_unavailable():
-                await self._bucket().create(spec.id, _encode(spec))
+                revision = await self._bucket().create(spec.id, _encode(spec))
         except KeyWrongLastSequenceError:
             raise KeyExistsError(spec.id) from None
-        self._apply(spec)
+        self._apply(spec.id, spec, revision)
 
     async def replace(self, spec: ApiKeySpec, revision: int) -> None:
         """Raises KeyWrongLastSequenceError if the key changed since it was read."""
         with _transient_as_unavailable():
-            await self._bucket().update(spec.id, _encode(spec), last=revision)
-        self._apply(spec)
+            written = await self._bucket().update(spec.id, _encode(spec), last=revision)
+        self._apply(spec.id, spec, written)
 
     async def revoke(self, key_id: str, revision: int) -> None:
-        with _transient_as_unavailable():
-            await self._bucket().delete(key_id, last=revision)
+        """Raises KeyWrongLastSequenceError if the key changed since it was read.
+        (``KeyValue.delete`` returns no revision and raises a bare APIError on a
+        lost compare-and-set, so the delete marker is written here.)"""
+        self._bucket()  # raises while NATS is unreachable
+        assert self._js is not None
+        headers = {KV_OP: KV_DEL, api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(revision)}
+        try:
+            with _transient_as_unavailable():
+                ack = await self._js.publish(f"$KV.{BUCKET}.{key_id}", headers=headers)
+        except APIError as exc:
+            if exc.err_code in WRONG_LAST_SEQUENCE:
+                raise KeyWrongLastSequenceError(description=exc.description) from None
+            raise
+        self._apply(key_id, None, ack.seq)
+
+    def _apply(self, key_id: str, spec: ApiKeySpec | None, revision: int) -> None:
+        """This replica sees its own write at once (the watch confirms it)."""
+        if revision <= self._revisions.get(key_id, 0):
+            return  # the watch already delivered this write or a newer one
+        self._revisions[key_id] = revision
         keys = dict(self.keys)
-        keys.pop(key_id, None)
+        if spec is None:
+            keys.pop(key_id, None)
+        else:
+            keys[key_id] = spec
         self._publish(keys)
 
-    def _apply(self, spec: ApiKeySpec) -> None:
-        """This replica sees its own write at once (the watch confirms it)."""
-        self._publish({**self.keys, spec.id: spec})
+
+def merge_reread(held: dict[str, ApiKeySpec], held_revisions: dict[str, int], fresh: dict[str, ApiKeySpec],
+                 fresh_revisions: dict[str, int], position: int) -> tuple[dict[str, ApiKeySpec], dict[str, int]]:
+    """The key set after a re-read: the snapshot (``fresh``), except where this
+    replica holds a newer state of a key, which can only come from its own
+    write made while the re-read was under way (its watch message is still on
+    its way). A held key absent from the snapshot is newer if its revision is
+    past ``position``, the stream's last revision before the snapshot;
+    otherwise it was removed from the bucket and is dropped."""
+    for key_id, revision in held_revisions.items():
+        in_snapshot = fresh_revisions.get(key_id)
+        if revision > (position if in_snapshot is None else in_snapshot):
+            fresh_revisions[key_id] = revision
+            if key_id in held:
+                fresh[key_id] = held[key_id]
+            else:
+                fresh.pop(key_id, None)
+    return fresh, fresh_revisions
+
+
+def _fold(keys: dict[str, ApiKeySpec], revisions: dict[str, int], entry: KeyValue.Entry) -> None:
+    """Apply one watched entry (a value or a deletion) to a key set."""
+    revisions[entry.key] = entry.revision
+    if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
+        keys.pop(entry.key, None)
+    elif entry.key in keys or len(keys) < MAX_KEYS:
+        try:
+            keys[entry.key] = ApiKeySpec.model_validate(orjson.loads(entry.value))
+        except (ValidationError, ValueError) as exc:
+            log.error("keys: entry %s is invalid and ignored: %s", entry.key, exc)
 
 
 def _encode(spec: ApiKeySpec) -> bytes:

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from nats.js.errors import KeyWrongLastSequenceError
 
 from edge.admin import KeysAdmin
 from edge.auth import KeyStore
-from edge.managed_keys import ManagedKeys
+from edge.managed_keys import ManagedKeys, merge_reread
 from switchyard.config import ApiKeySpec, hash_key, key_prefix
 from switchyard.errors import AuthenticationError
 from switchyard.v1 import router_pb2 as rpb
@@ -146,3 +147,100 @@ async def test_show_gives_the_spend_or_says_why_not() -> None:
         assert reply.status == 200 and body["id"] == "app"  # the key is shown either way
         assert {k: body[k] for k in expected} == expected
         assert too_long.status == 400 and refused["error"]["param"] == "end_user"
+
+
+# --- a re-read racing this replica's own writes --------------------------------------------------
+
+def spec(key_id: str) -> ApiKeySpec:
+    return ApiKeySpec(id=key_id, sha256=hash_key(key_id), prefix=key_prefix("sy_" + key_id))
+
+
+def test_a_reread_keeps_a_newer_write_of_this_replica_and_drops_what_was_removed() -> None:
+    held = {"mine": spec("mine"), "rotated": spec("rotated-by-me"), "gone": spec("gone")}
+    held_revisions = {"mine": 12, "rotated": 11, "gone": 3, "revoked": 13}
+    fresh = {"rotated": spec("rotated-before"), "revoked": spec("revoked"), "other": spec("other")}
+    fresh_revisions = {"rotated": 9, "revoked": 8, "other": 10}
+    keys, revisions = merge_reread(held, held_revisions, fresh, fresh_revisions, position=10)
+    # "mine" was written after the snapshot's position: kept; "rotated" is newer here than in
+    # the snapshot: this replica's version wins; "revoked" was deleted here after the snapshot
+    # read it: stays deleted; "gone" is not in the snapshot and no newer than it: removed.
+    assert set(keys) == {"mine", "rotated", "other"}
+    assert keys["rotated"].sha256 == hash_key("rotated-by-me")
+    assert revisions == {"mine": 12, "rotated": 11, "revoked": 13, "other": 10}
+
+
+def test_a_reread_wins_over_an_older_state_held_here() -> None:
+    held, held_revisions = {"k": spec("mine")}, {"k": 5}
+    keys, _ = merge_reread(held, held_revisions, {"k": spec("theirs")}, {"k": 7}, position=7)
+    assert keys["k"].sha256 == hash_key("theirs")  # another replica rotated it after this one's write
+    keys, _ = merge_reread({}, {"k": 8}, {"k": spec("theirs")}, {"k": 9}, position=9)
+    assert "k" in keys  # re-created elsewhere after this replica revoked it
+
+
+class LateWatch:
+    """A watcher whose snapshot ends just after ``write`` ran: the write's own
+    message then reaches the watch only after the re-read was published, as it
+    does when a write lands while a re-read is under way."""
+
+    def __init__(self, real, write: Callable[[], Awaitable[None]]) -> None:
+        self.real, self.write = real, write
+
+    async def updates(self, timeout: float = 5.0):  # noqa: ASYNC109
+        entry = await self.real.updates(timeout)
+        if entry is None and self.write is not None:
+            write, self.write = self.write, None
+            await write()
+        return entry
+
+    async def stop(self) -> None:
+        await self.real.stop()
+
+
+@pytest.mark.parametrize("operation", ["create", "revoke"])
+async def test_a_write_during_a_reread_is_never_undone(nats_server: NatsServer, operation: str) -> None:
+    store = KeyStore(config_keys())
+    seen: list[set[str]] = []
+    managed = ManagedKeys(nats_server.url, lambda keys: (seen.append(set(keys)), store.set_managed(keys)))
+    await managed.start(wait_s=10)
+    try:
+        await managed.create(spec("old"))
+        await until(lambda: managed._revisions.get("old", 0) > 0 and "old" in managed.keys)
+        written = asyncio.Event()
+
+        async def write() -> None:
+            if operation == "create":
+                await managed.create(spec("new"))
+            else:
+                _, revision = await managed.get("old")
+                await managed.revoke("old", revision)
+            seen.clear()  # from here on, every published set must hold the write
+            written.set()
+
+        real_watchall = managed._kv.watchall
+
+        async def late_watchall(**kwargs):
+            return LateWatch(await real_watchall(**kwargs), write)
+
+        managed._kv.watchall = late_watchall
+        managed._resync.set()  # what a reconnect does
+        await asyncio.wait_for(written.wait(), 10)
+        expected = (lambda keys: "new" in keys) if operation == "create" else (lambda keys: "old" not in keys)
+        # The re-read's set is published right after the write; the write's own watch message later.
+        await until(lambda: bool(seen))
+        assert all(expected(keys) for keys in seen), seen
+        assert expected(managed.keys)
+    finally:
+        await managed.close()
+
+
+async def test_a_revoke_that_lost_the_race_is_a_conflict(nats_server: NatsServer) -> None:
+    _, _, managed = await edge(nats_server.url)
+    try:
+        await managed.create(spec("k"))
+        _, revision = await managed.get("k")
+        await managed.replace(spec("k"), revision)  # rotated meanwhile
+        with pytest.raises(KeyWrongLastSequenceError):
+            await managed.revoke("k", revision)
+        assert "k" in managed.keys
+    finally:
+        await managed.close()
