@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from providers import timing
 from providers.anthropic_request import EXTRA_FIELDS, has_unenforced_keywords, request_body
 from providers.anthropic_stream import StreamState, load_json, message_delta, usage_from
 from providers.base import (
@@ -111,6 +112,7 @@ class AnthropicTranslator(Translator):
             raise UpstreamStreamError(self.stream_error(message))
         if not isinstance(message, dict) or not isinstance(message.get("content"), list):
             raise UpstreamProtocolError("Anthropic response has no content list")
+        timing.note_answer(message.get("id"), message.get("model"))
         delta = message_delta(message)
         return [ppb.GenerateEvent(chunk=pb.Chunk(choices=[delta])),
                 ppb.GenerateEvent(usage=usage_from(message.get("usage") or {}))]
@@ -123,6 +125,8 @@ class AnthropicTranslator(Translator):
             payload = load_json(event.data.encode())
             if not isinstance(payload, dict):
                 raise UpstreamProtocolError("Anthropic stream event is not a JSON object")
+            if payload.get("type") == "message_start" and isinstance(message := payload.get("message"), dict):
+                timing.note_answer(message.get("id"), message.get("model"))
             for out in state.feed(payload):
                 yield out
             if state.stopped:

@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from providers import timing
 from providers.base import (
     Capabilities,
     Embeddings,
@@ -169,6 +170,7 @@ class GeminiTranslator(Translator):
         data = load_json(body, "response")
         if "error" in data:
             raise UpstreamStreamError(self._error_from_payload(data["error"], 0, {}))
+        timing.note_answer(data.get("responseId"), data.get("modelVersion"))
         chunk = pb.Chunk()
         candidates = data.get("candidates") or []
         for position, candidate in enumerate(candidates):
@@ -192,7 +194,7 @@ class GeminiTranslator(Translator):
     async def stream_events(self, events: AsyncIterator[SSEEvent], model: str) -> AsyncIterator[ppb.GenerateEvent]:
         states: dict[int, CandidateState] = {}
         metadata: dict[str, Any] = {}
-        blocked = False
+        blocked = named = False
         async for event in events:
             if not event.data.strip():
                 continue
@@ -200,6 +202,8 @@ class GeminiTranslator(Translator):
             if "error" in data:
                 log_upstream_text(self.provider, 200, event.data)
                 raise UpstreamStreamError(self._error_from_payload(data["error"], 0, {}))
+            if not named:
+                named = timing.note_answer(data.get("responseId"), data.get("modelVersion"))
             metadata = data.get("usageMetadata") or metadata
             chunk = pb.Chunk()
             for position, candidate in enumerate(data.get("candidates") or []):

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import orjson
 
+from providers import timing
 from providers.base import (
     Capabilities,
     Embeddings,
@@ -165,6 +166,7 @@ class OpenAITranslator(Translator):
         data = _loads(body)
         if data.get("error") is not None:
             raise UpstreamStreamError(self._stream_error(data["error"]))
+        timing.note_answer(data.get("id"), data.get("model"))
         choices = data.get("choices")
         if not isinstance(choices, list):
             raise UpstreamProtocolError("the answer has no choices")
@@ -206,6 +208,7 @@ class OpenAITranslator(Translator):
         usage: pb.Usage | None = None
         started: set[int] = set()              # choices whose role delta was sent
         calls_seen: set[tuple[int, int]] = set()  # (choice, call index) already named
+        named = False  # the answer's id and model noted (from the first chunk)
         async for event in events:
             data = event.data
             if data == "[DONE]":
@@ -221,6 +224,8 @@ class OpenAITranslator(Translator):
                 raise UpstreamProtocolError("a chunk is not a JSON object")
             if payload.get("error") is not None:
                 raise UpstreamStreamError(self._stream_error(payload["error"]))
+            if not named:
+                named = timing.note_answer(payload.get("id"), payload.get("model"))
             try:
                 chunk = self._chunk(payload.get("choices") or (), payload.get("system_fingerprint"), started,
                                     calls_seen)

@@ -74,7 +74,7 @@ class ProviderServicer:
             async for event in stream_attempt(spec, request, deadline):
                 if first:
                     first = False
-                    yield timing_event(received, clock.sent_at, time.monotonic())
+                    yield timing_event(received, clock, time.monotonic())
                 yield event.SerializeToString()
         except AttemptFailedError as exc:
             yield self._failed(spec, exc.error)
@@ -166,10 +166,12 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     return time.monotonic() + remaining if remaining is not None else None
 
 
-def timing_event(received: float, sent_at: float, first_at: float) -> bytes:
-    """The worker's share of the time to first output, sent before it (``Timing``)."""
-    out = pb.Timing(provider_total_us=int((first_at - received) * 1e6))
-    if sent_at:
+def timing_event(received: float, clock: timing.UpstreamClock, first_at: float) -> bytes:
+    """The worker's share of the time to first output, sent before it
+    (``Timing``), with the upstream's name for its answer."""
+    out = pb.Timing(provider_total_us=int((first_at - received) * 1e6), upstream_response_id=clock.response_id,
+                    upstream_model=clock.model)
+    if sent_at := clock.sent_at:
         out.provider_us, out.upstream_us = int((sent_at - received) * 1e6), int((first_at - sent_at) * 1e6)
     return ppb.GenerateEvent(timing=out).SerializeToString()
 

@@ -203,6 +203,11 @@ class _AttemptCall:
             self.span.set_attributes(genai.usage_attributes(ppb.GenerateEvent.FromString(raw).usage))
         elif tag == event_tags.ERROR:
             self._fail(genai.error_type(ppb.GenerateEvent.FromString(raw).error))
+        elif tag == event_tags.TIMING and self.span.is_recording():
+            # The upstream's own id of its answer and the model version that answered, when it gave them.
+            timing = ppb.GenerateEvent.FromString(raw).timing
+            self.response_id = timing.upstream_response_id or self.response_id
+            self.model = timing.upstream_model or self.model
 
     def _fail(self, kind: str) -> None:
         self.failed = True

@@ -115,4 +115,7 @@ async def test_drained_router_loses_no_request(replicated_mesh: Mesh, fault_clie
     # of its last stream); exit 0 means no backstop had to end it.
     bound = DRAIN_GRACE_S + STOP_CANCEL_S + STOP_CLEANUP_S + STOP_MARGIN_S
     exit_code = await asyncio.to_thread(draining.wait, bound)
-    assert exit_code == 0
+    # On a failure, the drained router's last log lines: its shutdown phases and,
+    # if the backstop ended it, every thread's stack.
+    log_tail = mesh.processes["router"].log_path.read_text(errors="replace")[-12_000:]
+    assert exit_code == 0, log_tail

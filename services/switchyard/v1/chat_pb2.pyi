@@ -417,7 +417,7 @@ class Started(_message.Message):
     def __init__(self, provider: _Optional[str] = ..., provider_type: _Optional[str] = ..., model: _Optional[str] = ..., route: _Optional[str] = ..., route_version: _Optional[int] = ..., attempt: _Optional[int] = ..., request_id: _Optional[str] = ..., arm: _Optional[str] = ..., model_requested: _Optional[str] = ..., cache: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
 
 class Timing(_message.Message):
-    __slots__ = ("provider_us", "upstream_us", "provider_total_us", "router_us", "router_total_us", "edge_us", "edge_total_us")
+    __slots__ = ("provider_us", "upstream_us", "provider_total_us", "router_us", "router_total_us", "edge_us", "edge_total_us", "upstream_response_id", "upstream_model")
     PROVIDER_US_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_US_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_TOTAL_US_FIELD_NUMBER: _ClassVar[int]
@@ -425,6 +425,8 @@ class Timing(_message.Message):
     ROUTER_TOTAL_US_FIELD_NUMBER: _ClassVar[int]
     EDGE_US_FIELD_NUMBER: _ClassVar[int]
     EDGE_TOTAL_US_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_MODEL_FIELD_NUMBER: _ClassVar[int]
     provider_us: int
     upstream_us: int
     provider_total_us: int
@@ -432,7 +434,9 @@ class Timing(_message.Message):
     router_total_us: int
     edge_us: int
     edge_total_us: int
-    def __init__(self, provider_us: _Optional[int] = ..., upstream_us: _Optional[int] = ..., provider_total_us: _Optional[int] = ..., router_us: _Optional[int] = ..., router_total_us: _Optional[int] = ..., edge_us: _Optional[int] = ..., edge_total_us: _Optional[int] = ...) -> None: ...
+    upstream_response_id: str
+    upstream_model: str
+    def __init__(self, provider_us: _Optional[int] = ..., upstream_us: _Optional[int] = ..., provider_total_us: _Optional[int] = ..., router_us: _Optional[int] = ..., router_total_us: _Optional[int] = ..., edge_us: _Optional[int] = ..., edge_total_us: _Optional[int] = ..., upstream_response_id: _Optional[str] = ..., upstream_model: _Optional[str] = ...) -> None: ...
 
 class ToolCallDelta(_message.Message):
     __slots__ = ("index", "id", "name", "arguments", "signature")

@@ -135,6 +135,23 @@ async def test_attempt_span_follows_the_genai_conventions(spans, content: bool) 
         assert "gen_ai.input.messages" not in attrs and "gen_ai.output.messages" not in attrs
 
 
+async def test_the_attempt_span_names_the_answer_as_the_upstream_did(spans) -> None:
+    tracer, exporter = spans
+    named = ppb.GenerateEvent(timing=pb.Timing(upstream_response_id="msg_01Upstream",
+                                               upstream_model="claude-x-20261101")).SerializeToString()
+
+    async def provider(request: bytes, timeout_s: float | None) -> AsyncIterator[bytes]:
+        for raw in (named, chunk(0, "hi", "stop"), USAGE):
+            yield raw
+
+    await collect(observed(provider, AttemptCalls(tracer, Table))(generate_bytes(), 5))
+    (span,) = exporter.get_finished_spans()
+    # Without the names (above) the span falls back to the gateway's id and the target model.
+    assert span.attributes["gen_ai.response.id"] == "msg_01Upstream"
+    assert span.attributes["gen_ai.response.model"] == "claude-x-20261101"
+    assert span.attributes["gen_ai.request.model"] == "claude-x"
+
+
 async def test_a_failed_attempt_has_error_status_and_type(spans) -> None:
     tracer, exporter = spans
 
