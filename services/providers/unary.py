@@ -21,8 +21,8 @@ from providers.errors import failure_error, timeout_error
 from providers.fairness import KeyBusyError
 from providers.sanitize import log_upstream_text
 from providers.upstream import MAX_ERROR_BODY_BYTES, read_capped
+from switchyard import tokens
 from switchyard.catalogue import cost_usd
-from switchyard.conditions import prompt_chars
 from switchyard.errors import SwitchyardError
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import embed_pb2 as epb
@@ -57,13 +57,14 @@ async def embed(spec: AttemptSpec, request: epb.EmbedRequest, deadline: float | 
 
 
 async def count_tokens(spec: AttemptSpec, request: pb.ChatRequest, deadline: float | None) -> pb.CountTokensResponse:
-    """The upstream's own count where it has a counting API, else an
-    estimate (about four characters a token)."""
+    """The upstream's own count where it has a counting API, else the
+    estimate metering uses for an upstream that reports no usage
+    (``switchyard.tokens``), so the count and an estimated bill agree."""
     translator = spec.translator
     try:
         upstream = translator.build_count_request(request, spec.model)
         if upstream is None:
-            return pb.CountTokensResponse(input_tokens=max(1, (prompt_chars(request) + 3) // 4), estimated=True)
+            return pb.CountTokensResponse(input_tokens=tokens.prompt_tokens(request), estimated=True)
         body = await _call(spec, upstream, request.identity.key_id, deadline, MAX_COUNT_BODY_BYTES)
         return pb.CountTokensResponse(input_tokens=translator.parse_count_response(body))
     except CallFailedError as exc:

@@ -10,11 +10,14 @@ import orjson
 import pytest
 
 from providers.anthropic import AnthropicTranslator
+from providers.attempt import AttemptSpec
 from providers.base import UpstreamProtocolError, UpstreamStreamError
 from providers.gemini import GeminiTranslator
 from providers.openai import OpenAITranslator
 from providers.openai_compat import OpenAICompatTranslator
-from switchyard.config import ProviderSpec
+from providers.unary import count_tokens
+from switchyard import tokens
+from switchyard.config import ProviderSpec, Timeouts
 from switchyard.errors import InvalidRequestError
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import embed_pb2 as epb
@@ -148,3 +151,13 @@ def test_native_token_counting_requests() -> None:
     assert generate["model"] == "models/gemini-2.5-flash" and generate["systemInstruction"]
     assert gemini().parse_count_response(b'{"totalTokens": 9}') == 9
     assert openai().build_count_request(chat, "gpt-4o") is None  # no counting API: estimated
+
+
+async def test_a_count_without_a_counting_api_is_the_metering_estimate() -> None:
+    chat = pb.ChatRequest(model="gpt-4o", messages=[pb.Message(role="system", text="Answer in French."),
+                                                    pb.Message(role="user", text="héllo " * 50)])
+    spec = AttemptSpec(translator=openai(), session=None, model="gpt-4o", timeouts=Timeouts(),  # type: ignore[arg-type]
+                       pricing=None)
+    counted = await count_tokens(spec, chat, None)
+    # What an upstream that reports no usage would be billed for this prompt.
+    assert counted.estimated and counted.input_tokens == tokens.prompt_tokens(chat)
