@@ -436,6 +436,7 @@ class Handlers:
             routing = pb.RoutingContext()
             conventions.apply_headers(request.headers, routing)
             chat = anthropic_to_chat(parsed, request_id=request_id, identity=identity_of(key), routing=routing)
+            telemetry.inject_current(chat.trace_context)  # the router continues the request's trace
             reply = await self._call_router(self._count_tokens, chat, deadline)
             if reply.HasField("error"):
                 return _proto_error_response(reply.error, request_id_headers(request_id), ANTHROPIC_MESSAGES)

@@ -3,8 +3,9 @@
 ``chat {model}`` span, from the GenerateRequest's trace context) with a
 CLIENT span for the upstream HTTP call, and the GenAI client metrics
 (gen_ai.client.token.usage, operation duration, time to first chunk) by
-provider and model. Provider.Embed calls get the same SERVER span and
-metrics with operation ``embeddings`` (``EmbedCall``).
+provider and model. Provider.Embed and Provider.CountTokens calls get the
+same SERVER span and metrics with operation ``embeddings`` or
+``count_tokens`` (``UnaryCall``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from switchyard import attributes as a
 from switchyard import event_tags, genai, telemetry
 from switchyard.config import ProviderSpec
 from switchyard.metrics import Bounded, GenAiClientMetrics
+from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import embed_pb2 as epb
 from switchyard.v1 import provider_pb2 as ppb
 
@@ -37,8 +39,13 @@ class GenerateCalls:
     def start(self, request: bytes) -> _GenerateCall:
         return _GenerateCall(self, request)
 
-    def embed(self, attempt: ppb.EmbedAttempt) -> EmbedCall:
-        return EmbedCall(self, attempt)
+    def embed(self, attempt: ppb.EmbedAttempt) -> UnaryCall:
+        return UnaryCall(self, "Embed", genai.OPERATION_EMBEDDINGS, attempt.target, attempt.attempt,
+                         attempt.trace_context)
+
+    def count(self, request: ppb.GenerateRequest) -> UnaryCall:
+        return UnaryCall(self, "CountTokens", genai.OPERATION_COUNT_TOKENS, request.target, request.attempt,
+                         request.trace_context)
 
 
 class _GenerateCall:
@@ -119,31 +126,30 @@ class _GenerateCall:
             self.server.end()
 
 
-class EmbedCall:
-    """One Provider.Embed call: a SERVER span (child of the router's
-    ``embeddings {model}`` span) and the GenAI client metrics with operation
-    ``embeddings`` (duration, input tokens), like a Generate call's."""
+class UnaryCall:
+    """One Provider.Embed or Provider.CountTokens call: a SERVER span (child
+    of the router's attempt span) and the GenAI client metrics with the call's
+    operation (duration, input tokens), like a Generate call's."""
 
     __slots__ = ("labels", "metrics", "owner", "span", "started_at")
 
-    def __init__(self, owner: GenerateCalls, attempt: ppb.EmbedAttempt) -> None:
+    def __init__(self, owner: GenerateCalls, method: str, operation: str, target: ppb.Target, attempt: int,
+                 trace_context: Mapping[str, str]) -> None:
         self.owner = owner
         self.started_at = time.monotonic()
-        target = attempt.target
         spec = owner.providers.get(target.provider)
         provider_name = genai.provider_name(spec.type if spec else "", spec.base_url if spec else "")
-        self.labels = (genai.OPERATION_EMBEDDINGS, provider_name, owner.models(target.model),
-                       owner.names(target.provider))
+        self.labels = (operation, provider_name, owner.models(target.model), owner.names(target.provider))
         self.metrics = owner.metrics
         if self.metrics is not None:
             self.metrics.in_flight.inc()
         self.span = owner.tracer.start_span(
-            "switchyard.v1.Provider/Embed", kind=SpanKind.SERVER, context=telemetry.extract(attempt.trace_context),
-            attributes={**_RPC, a.RPC_METHOD: "Embed", a.PROVIDER: target.provider,
-                        a.GEN_AI_REQUEST_MODEL: target.model, a.ATTEMPT: attempt.attempt}) \
+            f"switchyard.v1.Provider/{method}", kind=SpanKind.SERVER, context=telemetry.extract(trace_context),
+            attributes={**_RPC, a.RPC_METHOD: method, a.PROVIDER: target.provider,
+                        a.GEN_AI_REQUEST_MODEL: target.model, a.ATTEMPT: attempt}) \
             if owner.tracer is not None else None
 
-    def end(self, reply: epb.EmbedResponse | None) -> None:
+    def end(self, reply: epb.EmbedResponse | pb.CountTokensResponse | None) -> None:
         """``reply``: the answer (None when the call was cut short)."""
         error_type = genai.error_type(reply.error) if reply is not None and reply.HasField("error") else \
             ("" if reply is not None else "cancelled")
@@ -152,9 +158,13 @@ class EmbedCall:
             self.metrics.duration(*self.labels, self.owner.error_types(error_type)).observe(
                 time.monotonic() - self.started_at)
             if reply is not None and not error_type:
-                self.metrics.tokens(*self.labels, "input").observe(reply.usage.prompt_tokens)
+                self.metrics.tokens(*self.labels, "input").observe(input_tokens(reply))
         if self.span is not None:
             if error_type:
                 self.span.set_attribute(a.ERROR_TYPE, error_type)
                 self.span.set_status(Status(StatusCode.ERROR, error_type))
             self.span.end()
+
+
+def input_tokens(reply: epb.EmbedResponse | pb.CountTokensResponse) -> int:
+    return reply.input_tokens if isinstance(reply, pb.CountTokensResponse) else reply.usage.prompt_tokens

@@ -142,7 +142,15 @@ class ProviderServicer:
         spec = self.registry.attempt_spec(target.provider, target.model)
         if spec is None:
             return pb.CountTokensResponse(error=_unknown_provider(target.provider))
-        return await count_tokens(spec, request.request, _deadline(context))
+        if self.observer is None:
+            return await count_tokens(spec, request.request, _deadline(context))
+        call = self.observer.count(request)
+        reply = None
+        try:
+            reply = await count_tokens(spec, request.request, _deadline(context))
+            return reply
+        finally:
+            call.end(reply)
 
     def register(self, server: grpc.aio.Server) -> list[str]:
         handlers = {

@@ -12,13 +12,13 @@ from router.breaker import BreakerBoard, breaker_settings
 from router.cache import ResponseCache
 from router.cache_store import CacheStore
 from router.config_watch import ConfigWatcher
-from router.embed_spans import EmbedSpans
 from router.governance import BUCKETS, BUDGETS_BUCKET, LIMITS_BUCKET, Governor
 from router.ledger import Buckets, Ledger, MemoryKV
 from router.observer import AttemptCalls, ChatCalls, ObservedUsage, state_metrics
 from router.pipeline import Pipeline
 from router.server import CONFIG_HEALTH, RouterServicer
 from router.unary import UnaryRouter
+from router.unary_spans import UnarySpans
 from router.usage import CountingUsageSink, UsageSink
 from switchyard import logs, metrics, settings, telemetry
 from switchyard.config import ConfigError, GovernanceSpec
@@ -89,7 +89,7 @@ async def main() -> None:
                                 request_serializer=ppb.GenerateRequest.SerializeToString,
                                 response_deserializer=pb.CountTokensResponse.FromString)
     unary = UnaryRouter(lambda: watcher.table, breakers, usage, embed, count, governor,
-                        spans=EmbedSpans(tracer, lambda: watcher.table) if tracer is not None else None)
+                        spans=UnarySpans(tracer, lambda: watcher.table) if tracer is not None else None)
     calls = ChatCalls(tracer, router_metrics) if tracer is not None or router_metrics is not None else None
     servicer = RouterServicer(pipeline, lambda: watcher.table, unary, observer=calls, governor=governor)
     metrics_runner = None

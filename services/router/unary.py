@@ -20,16 +20,17 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import grpc
+from opentelemetry.trace import Span
 
 from router.admission import check_scope
 from router.breaker import BreakerBoard
-from router.embed_spans import EmbedSpans, attempt_ended, call_ended
 from router.execute import Attempt, BeforeOutputError, Decision, Outcome
 from router.governance import Governor, Grant
 from router.limits import headers
 from router.policy import _upstream_fault, arm_index, falls_back, most_informative, plan_failed
 from router.retry import backoff_s
 from router.routes import Branch, Leaf, Node, Plan, RoutingTable
+from router.unary_spans import UnarySpans, attempt_ended, call_ended
 from router.usage import UsageSink, build_usage_event
 from switchyard.conditions import RequestFacts
 from switchyard.errors import InvalidRequestError, SwitchyardError
@@ -198,9 +199,9 @@ class UnaryRouter:
     def __init__(self, table: Callable[[], RoutingTable], breakers: BreakerBoard, usage: UsageSink,
                  embed: Callable[..., Awaitable[epb.EmbedResponse]],
                  count: Callable[..., Awaitable[pb.CountTokensResponse]], governor: Governor | None = None,
-                 spans: EmbedSpans | None = None) -> None:
+                 spans: UnarySpans | None = None) -> None:
         self.governor = governor
-        self.spans = spans  # traces of embeddings calls (embed_spans.py)
+        self.spans = spans  # traces of embeddings and token-count calls (unary_spans.py)
         self.table = table
         self.breakers = breakers
         self.usage = usage
@@ -217,7 +218,8 @@ class UnaryRouter:
         answer = epb.EmbedResponse()
         grant: Grant | None = None
         spans = self.spans
-        span = spans.call(request) if spans is not None else None
+        span = spans.call("Embed", request.request_id, request.model, request.trace_context) \
+            if spans is not None else None
         try:
             plan = _prepare(table, view)
             request.model = view.model
@@ -226,17 +228,8 @@ class UnaryRouter:
                 message = ppb.EmbedAttempt(request=request, target=target, attempt=attempt)
                 if spans is None or span is None:
                     return await self._embed(message, timeout=_timeout(deadline))
-                attempt_span = spans.attempt(span, message)
-                reply: epb.EmbedResponse | None = None
-                failure: BaseException | None = None
-                try:
-                    reply = await self._embed(message, timeout=_timeout(deadline))
-                    return reply
-                except BaseException as exc:
-                    failure = exc
-                    raise
-                finally:
-                    attempt_ended(attempt_span, target.model, reply, failure)
+                return await _traced(self._embed(message, timeout=_timeout(deadline)),
+                                     spans.embed_attempt(span, message), target.model)
 
             if self.governor is not None:  # rate limits, budgets and concurrency, as for chat
                 grant = await self.governor.admit(_with_inputs(view, request), plan, table)
@@ -271,23 +264,54 @@ class UnaryRouter:
 
     async def count_tokens(self, request: pb.ChatRequest, deadline: float | None) -> pb.CountTokensResponse:
         table = self.table()
+        spans = self.spans
+        span = spans.call("CountTokens", request.request_id, request.model, request.trace_context) \
+            if spans is not None else None
+        error: pb.Error | None = None
+        cancelled = False
         try:
             table.templates.expand(request)
             plan = _prepare(table, request)
+
+            async def call(target: ppb.Target, attempt: int, deadline: float | None) -> pb.CountTokensResponse:
+                message = ppb.GenerateRequest(request=request, target=target, attempt=attempt)
+                if spans is None or span is None:
+                    return await self._count(message, timeout=_timeout(deadline))
+                return await _traced(self._count(message, timeout=_timeout(deadline)),
+                                     spans.count_attempt(span, message), target.model)
+
+            run = _Run(call, request, plan, self.breakers, table.provider_types, deadline,
+                       lambda: RequestFacts(request))
+            try:
+                answer = await run.node(plan.root, "")
+            except BeforeOutputError as exc:
+                error = plan_failed(exc.error, run)  # type: ignore[arg-type]
+                return pb.CountTokensResponse(error=error)
+            answer.started.CopyFrom(run.outcome.started)
+            return answer
         except SwitchyardError as exc:
-            return pb.CountTokensResponse(error=exc.to_proto())
+            error = exc.to_proto()
+            return pb.CountTokensResponse(error=error)
+        except BaseException:
+            cancelled = True
+            raise
+        finally:
+            if span is not None:
+                call_ended(span, error, cancelled)
 
-        async def call(target: ppb.Target, attempt: int, deadline: float | None) -> pb.CountTokensResponse:
-            return await self._count(ppb.GenerateRequest(request=request, target=target, attempt=attempt),
-                                     timeout=_timeout(deadline))
 
-        run = _Run(call, request, plan, self.breakers, table.provider_types, deadline, lambda: RequestFacts(request))
-        try:
-            answer = await run.node(plan.root, "")
-        except BeforeOutputError as exc:
-            return pb.CountTokensResponse(error=plan_failed(exc.error, run))  # type: ignore[arg-type]
-        answer.started.CopyFrom(run.outcome.started)
+async def _traced(reply: Awaitable[A], span: Span, model: str) -> A:
+    """An attempt's answer, its span closed with what came back."""
+    answer: A | None = None
+    failure: BaseException | None = None
+    try:
+        answer = await reply
         return answer
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        attempt_ended(span, model, answer, failure)
 
 
 def _timeout(deadline: float | None) -> float | None:

@@ -25,6 +25,9 @@ from switchyard.v1 import chat_pb2 as pb
 
 OPERATION_CHAT = "chat"
 OPERATION_EMBEDDINGS = "embeddings"
+# Not among the conventions' well-known values (they have no token counting);
+# Anthropic's and Gemini's own name for the call.
+OPERATION_COUNT_TOKENS = "count_tokens"
 OTHER_ERROR = "_OTHER"
 _PROVIDER_NAMES = {"openai": "openai", "openai_compat": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini"}
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from anthropic import AsyncAnthropic
 from openai import AsyncOpenAI
 
 from deploy.local.mesh import Mesh, MeshSettings, isolated_environ
@@ -132,3 +133,29 @@ async def test_an_embeddings_request_is_one_trace_with_a_genai_span_per_attempt(
     assert call["attributes"]["switchyard.outcome"] == "ok"
     services = {s["resource"]["attributes"]["service.name"] for s in spans}
     assert services == {"switchyard-edge", "switchyard-router", "switchyard-providers"}
+
+
+async def test_a_token_count_is_one_trace_with_a_genai_span(traced_mesh: Mesh) -> None:
+    """/v1/messages/count_tokens to an upstream with a counting API: edge →
+    Router/CountTokens → a ``count_tokens {model}`` CLIENT span → the provider
+    worker's span, with the count on the attempt."""
+    trace_id, client_span = secrets.token_hex(16), secrets.token_hex(8)
+    async with AsyncAnthropic(base_url=traced_mesh.base_url.removesuffix("/v1"), api_key=traced_mesh.api_key,
+                              max_retries=0) as claude:
+        counted = await claude.messages.count_tokens(
+            model="claude-sonnet-4-5", messages=[{"role": "user", "content": "count these words for me"}],
+            extra_headers={"traceparent": f"00-{trace_id}-{client_span}-01"})
+    async with asyncio.timeout(15):  # spans are exported in batches every 200 ms
+        while len(spans := spans_of(traced_mesh, trace_id)) < 4:
+            await asyncio.sleep(0.1)
+    assert len(spans) == 4  # edge, router call, the attempt, the provider worker's call
+    by_name = {s["name"]: s for s in spans}
+    edge, call = by_name["POST /v1/messages/count_tokens"], by_name["switchyard.v1.Router/CountTokens"]
+    attempt, worker = by_name["count_tokens claude-sonnet-4-5"], by_name["switchyard.v1.Provider/CountTokens"]
+    assert edge["parent_id"] == f"0x{client_span}" and call["parent_id"] == edge["context"]["span_id"]
+    assert attempt["parent_id"] == call["context"]["span_id"] and worker["parent_id"] == attempt["context"]["span_id"]
+    assert attempt["kind"] == "SpanKind.CLIENT" and attempt["status"]["status_code"] == "UNSET"
+    assert attempt["attributes"]["gen_ai.operation.name"] == "count_tokens"
+    assert attempt["attributes"]["gen_ai.provider.name"] == "anthropic"
+    assert attempt["attributes"]["gen_ai.usage.input_tokens"] == counted.input_tokens > 0
+    assert call["attributes"]["switchyard.outcome"] == "ok"
