@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
 import grpc
 
 from providers import timing
 from providers.attempt import AttemptFailedError, AttemptSpec, stream_attempt
-from providers.observer import GenerateCalls
+from providers.observer import GenerateCalls, UnaryCall
 from providers.registry import ProviderRegistry
 from providers.unary import count_tokens, embed
 from switchyard import event_tags
@@ -28,6 +29,8 @@ from switchyard.session import SessionServicer
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import embed_pb2 as epb
 from switchyard.v1 import provider_pb2 as ppb
+
+R = TypeVar("R", epb.EmbedResponse, pb.CountTokensResponse)
 
 log = logging.getLogger(__name__)
 SERVICE = "switchyard.v1.Provider"
@@ -128,13 +131,7 @@ class ProviderServicer:
             return epb.EmbedResponse(error=_unknown_provider(target.provider))
         if self.observer is None:
             return await embed(spec, attempt.request, _deadline(context))
-        call = self.observer.embed(attempt)
-        reply = None
-        try:
-            reply = await embed(spec, attempt.request, _deadline(context))
-            return reply
-        finally:
-            call.end(reply)
+        return await _observed(self.observer.embed(attempt), embed(spec, attempt.request, _deadline(context)))
 
     async def count_tokens(self, request: ppb.GenerateRequest,
                            context: grpc.aio.ServicerContext) -> pb.CountTokensResponse:
@@ -144,13 +141,7 @@ class ProviderServicer:
             return pb.CountTokensResponse(error=_unknown_provider(target.provider))
         if self.observer is None:
             return await count_tokens(spec, request.request, _deadline(context))
-        call = self.observer.count(request)
-        reply = None
-        try:
-            reply = await count_tokens(spec, request.request, _deadline(context))
-            return reply
-        finally:
-            call.end(reply)
+        return await _observed(self.observer.count(request), count_tokens(spec, request.request, _deadline(context)))
 
     def register(self, server: grpc.aio.Server) -> list[str]:
         handlers = {
@@ -162,6 +153,16 @@ class ProviderServicer:
         }
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
         return [SERVICE]
+
+
+async def _observed(call: UnaryCall, reply: Awaitable[R]) -> R:
+    """A unary call's answer, reported to its observer however it ends."""
+    answer: R | None = None
+    try:
+        answer = await reply
+        return answer
+    finally:
+        call.end(answer)
 
 
 def _unknown_provider(provider: str) -> pb.Error:
