@@ -18,6 +18,7 @@ from google.protobuf import struct_pb2
 
 from switchyard.config import ProviderSpec
 from switchyard.errors import InvalidRequestError
+from switchyard.tokens import text_tokens
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import embed_pb2 as epb
 from switchyard.v1 import provider_pb2 as ppb
@@ -45,17 +46,19 @@ class SSEEvent:
 @dataclass(slots=True)
 class Embeddings:
     """One upstream embeddings answer: float32 little-endian vectors in
-    input order, the usage, and whether the token counts are estimated."""
+    input order, the usage, whether the token counts are estimated, and the
+    model the upstream says answered ("" if it says none)."""
 
     vectors: list[bytes]
     usage: pb.Usage
     estimated: bool = False
+    model: str = ""
 
 
 def estimated_tokens(inputs: Iterable[epb.EmbedInput]) -> int:
-    """Tokens of inputs an upstream did not count: token ids as given,
-    text at about four characters a token (as routing conditions estimate)."""
-    return sum(len(i.tokens) or max(1, (len(i.text) + 3) // 4) for i in inputs)
+    """Tokens of inputs an upstream did not count: token ids as given, text
+    by the metering rule (``switchyard.tokens``: 4 bytes of UTF-8 a token)."""
+    return sum(len(i.tokens) or max(1, text_tokens(i.text)) for i in inputs)
 
 
 @dataclass(slots=True)

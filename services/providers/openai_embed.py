@@ -72,8 +72,10 @@ def parse_embeddings(body: bytes, request: epb.EmbedRequest, stream_error: Any) 
             raise UpstreamProtocolError("the embeddings answer's indexes do not match its inputs")
         vectors[index] = _vector(item.get("embedding"))
     raw = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    model = data["model"][:256] if isinstance(data.get("model"), str) else ""
     prompt = raw.get("prompt_tokens")
     if isinstance(prompt, int) and prompt > 0:
-        return Embeddings(vectors, pb.Usage(prompt_tokens=prompt, total_tokens=raw.get("total_tokens") or prompt))
+        return Embeddings(vectors, pb.Usage(prompt_tokens=prompt, total_tokens=raw.get("total_tokens") or prompt),
+                          model=model)
     counted = estimated_tokens(request.inputs)
-    return Embeddings(vectors, pb.Usage(prompt_tokens=counted, total_tokens=counted), estimated=True)
+    return Embeddings(vectors, pb.Usage(prompt_tokens=counted, total_tokens=counted), estimated=True, model=model)

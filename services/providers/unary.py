@@ -53,7 +53,8 @@ async def embed(spec: AttemptSpec, request: epb.EmbedRequest, deadline: float | 
     except (UpstreamProtocolError, ValueError) as exc:
         return epb.EmbedResponse(error=_failed(failure_error(exc, translator.provider, False), translator.provider))
     answer.usage.cost_usd = cost_usd(spec.pricing, answer.usage)
-    return epb.EmbedResponse(vectors=answer.vectors, usage=answer.usage, usage_estimated=answer.estimated)
+    return epb.EmbedResponse(vectors=answer.vectors, usage=answer.usage, usage_estimated=answer.estimated,
+                             upstream_model=answer.model)
 
 
 async def count_tokens(spec: AttemptSpec, request: pb.ChatRequest, deadline: float | None) -> pb.CountTokensResponse:

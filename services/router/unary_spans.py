@@ -75,9 +75,11 @@ def attempt_ended(span: Span, model: str, reply: epb.EmbedResponse | pb.CountTok
             span.set_attribute(a.OUTCOME, "cancelled")
         else:
             _fail(span, type(error).__name__)
-    elif reply is not None:
-        counted = reply.input_tokens if isinstance(reply, pb.CountTokensResponse) else reply.usage.prompt_tokens
-        span.set_attributes({a.GEN_AI_RESPONSE_MODEL: model, a.GEN_AI_USAGE_INPUT_TOKENS: counted})
+    elif isinstance(reply, pb.CountTokensResponse):
+        span.set_attributes({a.GEN_AI_RESPONSE_MODEL: model, a.GEN_AI_USAGE_INPUT_TOKENS: reply.input_tokens})
+    elif reply is not None:  # embeddings: the model the upstream says answered, if it says
+        span.set_attributes({a.GEN_AI_RESPONSE_MODEL: reply.upstream_model or model,
+                             a.GEN_AI_USAGE_INPUT_TOKENS: reply.usage.prompt_tokens})
     span.end()
 
 

@@ -46,15 +46,17 @@ class EmbedRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[EmbedInput, _Mapping]]] = ..., dimensions: _Optional[int] = ..., user: _Optional[str] = ..., identity: _Optional[_Union[_chat_pb2.Identity, _Mapping]] = ..., routing: _Optional[_Union[_chat_pb2.RoutingContext, _Mapping]] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., extra: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
-    __slots__ = ("started", "vectors", "usage", "error", "usage_estimated")
+    __slots__ = ("started", "vectors", "usage", "error", "usage_estimated", "upstream_model")
     STARTED_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     USAGE_ESTIMATED_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_MODEL_FIELD_NUMBER: _ClassVar[int]
     started: _chat_pb2.Started
     vectors: _containers.RepeatedScalarFieldContainer[bytes]
     usage: _chat_pb2.Usage
     error: _chat_pb2.Error
     usage_estimated: bool
-    def __init__(self, started: _Optional[_Union[_chat_pb2.Started, _Mapping]] = ..., vectors: _Optional[_Iterable[bytes]] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., error: _Optional[_Union[_chat_pb2.Error, _Mapping]] = ..., usage_estimated: _Optional[bool] = ...) -> None: ...
+    upstream_model: str
+    def __init__(self, started: _Optional[_Union[_chat_pb2.Started, _Mapping]] = ..., vectors: _Optional[_Iterable[bytes]] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., error: _Optional[_Union[_chat_pb2.Error, _Mapping]] = ..., usage_estimated: _Optional[bool] = ..., upstream_model: _Optional[str] = ...) -> None: ...

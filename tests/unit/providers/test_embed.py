@@ -57,10 +57,12 @@ def test_openai_asks_for_base64_and_decodes_it_without_floats() -> None:
                                      "encoding_format": "base64", "dimensions": 2, "user": "u1"}
     data = [{"object": "embedding", "index": i, "embedding": base64.b64encode(array("f", v).tobytes()).decode()}
             for i, v in reversed(list(enumerate(VECTORS)))]  # out of order: placed by index
-    body = orjson.dumps({"data": data, "usage": {"prompt_tokens": 4, "total_tokens": 4}})
+    body = orjson.dumps({"data": data, "model": "text-embedding-3-small", "usage": {"prompt_tokens": 4,
+                                                                                     "total_tokens": 4}})
     answer = openai().parse_embed_response(body, request("a", "b"))
     assert [floats(v) for v in answer.vectors] == VECTORS
     assert answer.usage.prompt_tokens == 4 and not answer.estimated
+    assert answer.model == "text-embedding-3-small"  # the attempt span's gen_ai.response.model
 
 
 def test_compat_asks_for_floats_passes_extras_and_estimates_missing_usage() -> None:
@@ -70,7 +72,11 @@ def test_compat_asks_for_floats_passes_extras_and_estimates_missing_usage() -> N
     answer = compat().parse_embed_response(orjson.dumps({"data": [{"index": i, "embedding": v}
                                                                   for i, v in enumerate(VECTORS)]}), req)
     assert [floats(v) for v in answer.vectors] == VECTORS
-    assert answer.estimated and answer.usage.prompt_tokens == 2 + 1  # about four characters a token
+    assert answer.estimated and answer.usage.prompt_tokens == 2 + 1  # 4 bytes of UTF-8 a token, at least 1
+    assert answer.model == ""  # the server named no model
+    accented = compat().parse_embed_response(orjson.dumps({"data": [{"index": 0, "embedding": VECTORS[0]}]}),
+                                             request("éééé"))
+    assert accented.usage.prompt_tokens == 2  # 8 bytes: counted as metering counts, never under the bytes
 
 
 def test_token_inputs_and_refused_extras() -> None:

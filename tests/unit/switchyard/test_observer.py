@@ -19,10 +19,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from providers.observer import GenerateCalls
 from router.observer import AttemptCalls
+from router.unary_spans import UnarySpans, attempt_ended, call_ended
 from switchyard import metrics, settings, telemetry
 from switchyard.config import ProviderSpec
 from switchyard.session import observed
 from switchyard.v1 import chat_pb2 as pb
+from switchyard.v1 import embed_pb2 as epb
 from switchyard.v1 import provider_pb2 as ppb
 
 
@@ -254,3 +256,25 @@ async def test_unsampled_calls_are_observed_without_spans() -> None:
     families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
     (count,) = [s for s in families["gen_ai_client_operation_duration_seconds"].samples if s.name.endswith("_count")]
     assert count.labels["error_type"] == "overloaded" and count.value == 1
+
+
+def test_unary_attempt_spans_name_the_model_that_answered(spans) -> None:
+    tracer, exporter = spans
+    unary = UnarySpans(tracer, Table)  # type: ignore[arg-type]
+    call = unary.call("Embed", "r1", "vectors", {})
+    embed = ppb.EmbedAttempt(request=epb.EmbedRequest(model="vectors", dimensions=8),
+                             target=ppb.Target(provider="claude", model="embed-x"), attempt=1)
+    attempt_ended(unary.embed_attempt(call, embed), "embed-x",
+                  epb.EmbedResponse(usage=pb.Usage(prompt_tokens=3), upstream_model="embed-x-002"), None)
+    count = ppb.GenerateRequest(request=REQUEST, target=ppb.Target(provider="claude", model="claude-x"), attempt=1)
+    attempt_ended(unary.count_attempt(call, count), "claude-x", pb.CountTokensResponse(input_tokens=41), None)
+    call_ended(call, None, False)
+    embedded, counted, server = exporter.get_finished_spans()
+    assert embedded.name == "embeddings embed-x" and counted.name == "count_tokens claude-x"
+    assert embedded.attributes["gen_ai.response.model"] == "embed-x-002"  # what the upstream said answered
+    assert embedded.attributes["gen_ai.embeddings.dimension.count"] == 8
+    assert counted.attributes["gen_ai.usage.input_tokens"] == 41
+    assert counted.attributes["gen_ai.operation.name"] == "count_tokens"
+    assert embed.trace_context["traceparent"] and count.trace_context["traceparent"]  # passed to the worker
+    assert embedded.parent.span_id == counted.parent.span_id == server.context.span_id
+    assert server.name == "switchyard.v1.Router/Embed" and server.attributes["switchyard.outcome"] == "ok"
