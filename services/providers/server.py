@@ -52,8 +52,12 @@ class ProviderServicer:
         async for payload in self.session.handler(request_bytes, _deadline(context)):
             yield payload
 
-    async def stream_generate(self, request_bytes: bytes, deadline: float | None) -> AsyncIterator[bytes]:
-        """GenerateEvent bytes for one attempt; ``deadline`` is time.monotonic()-based."""
+    async def stream_generate(self, request_bytes: bytes, deadline: float | None,
+                              batched: bool = True) -> AsyncIterator[bytes]:
+        """GenerateEvent bytes for one attempt; ``deadline`` is time.monotonic()-based.
+        ``batched``: a stream's events queued meanwhile go out joined (one
+        message each time the transport is ready); in process there is no
+        transport to wait for, and every event goes out as it comes."""
         received = time.monotonic()
         request = ppb.GenerateRequest.FromString(request_bytes)
         target = request.target
@@ -64,8 +68,8 @@ class ProviderServicer:
                              message=f"provider {target.provider!r} is not configured")
             yield ppb.GenerateEvent(error=error).SerializeToString()
             return
-        events = self._batched(spec, request.request, deadline, received) if request.request.stream else \
-            self._serialized(spec, request.request, deadline, received)
+        events = self._batched(spec, request.request, deadline, received) if request.request.stream and batched \
+            else self._serialized(spec, request.request, deadline, received)
         async for payload in events:
             yield payload
 
@@ -124,24 +128,30 @@ class ProviderServicer:
         return ppb.GenerateEvent(error=error).SerializeToString()
 
     async def embed(self, attempt: ppb.EmbedAttempt, context: grpc.aio.ServicerContext) -> epb.EmbedResponse:
+        return await self.embed_until(attempt, _deadline(context))
+
+    async def embed_until(self, attempt: ppb.EmbedAttempt, deadline: float | None) -> epb.EmbedResponse:
         target = attempt.target
         spec = self.registry.attempt_spec(target.provider, target.model,
                                           attempt.timeouts if attempt.HasField("timeouts") else None)
         if spec is None:
             return epb.EmbedResponse(error=_unknown_provider(target.provider))
         if self.observer is None:
-            return await embed(spec, attempt.request, _deadline(context))
-        return await _observed(self.observer.embed(attempt), embed(spec, attempt.request, _deadline(context)))
+            return await embed(spec, attempt.request, deadline)
+        return await _observed(self.observer.embed(attempt), embed(spec, attempt.request, deadline))
 
     async def count_tokens(self, request: ppb.GenerateRequest,
                            context: grpc.aio.ServicerContext) -> pb.CountTokensResponse:
+        return await self.count_until(request, _deadline(context))
+
+    async def count_until(self, request: ppb.GenerateRequest, deadline: float | None) -> pb.CountTokensResponse:
         target = request.target
         spec = self.registry.attempt_spec(target.provider, target.model)
         if spec is None:
             return pb.CountTokensResponse(error=_unknown_provider(target.provider))
         if self.observer is None:
-            return await count_tokens(spec, request.request, _deadline(context))
-        return await _observed(self.observer.count(request), count_tokens(spec, request.request, _deadline(context)))
+            return await count_tokens(spec, request.request, deadline)
+        return await _observed(self.observer.count(request), count_tokens(spec, request.request, deadline))
 
     def register(self, server: grpc.aio.Server) -> list[str]:
         handlers = {

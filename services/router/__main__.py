@@ -8,6 +8,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2
 
+from providers.in_process import InProcessProviders
+from providers.observer import GenerateCalls
 from router.breaker import BreakerBoard, breaker_settings
 from router.cache import ResponseCache
 from router.cache_store import CacheStore
@@ -24,7 +26,7 @@ from switchyard import logs, metrics, settings, telemetry
 from switchyard.config import ConfigError, GovernanceSpec
 from switchyard.events import UsagePublisher
 from switchyard.grpc_server import CHANNEL_OPTIONS, run, serve
-from switchyard.session import streamer
+from switchyard.session import observed, streamer
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import embed_pb2 as epb
 from switchyard.v1 import provider_pb2 as ppb
@@ -62,8 +64,14 @@ async def main() -> None:
     await watcher.start()
     channel = grpc.aio.insecure_channel(env.providers_target, options=CHANNEL_OPTIONS)
     attempts = AttemptCalls(tracer, lambda: watcher.table, env.trace_content) if tracer is not None else None
-    generate = streamer(channel, "switchyard.v1.Provider", "Generate", transport=env.transport,
-                        sessions=env.sessions, observer=attempts)
+    local = None
+    if env.providers_in_process:
+        local = InProcessProviders(watcher.table.config,
+                                   GenerateCalls(tracer, None, watcher.table.config.providers) if tracer else None)
+        generate = observed(local.generate, attempts)
+    else:
+        generate = streamer(channel, "switchyard.v1.Provider", "Generate", transport=env.transport,
+                            sessions=env.sessions, observer=attempts)
     usage: UsageSink
     publisher = None
     if nats_url:
@@ -83,11 +91,12 @@ async def main() -> None:
                            lookup_timeout_s=cache.lookup_timeout_s, local_bytes=cache.local_bytes)
         await store.start()
     pipeline = Pipeline(lambda: watcher.table, generate, usage, breakers, governor, cache=ResponseCache(store))
-    embed = channel.unary_unary("/switchyard.v1.Provider/Embed", request_serializer=ppb.EmbedAttempt.SerializeToString,
-                                response_deserializer=epb.EmbedResponse.FromString)
-    count = channel.unary_unary("/switchyard.v1.Provider/CountTokens",
-                                request_serializer=ppb.GenerateRequest.SerializeToString,
-                                response_deserializer=pb.CountTokensResponse.FromString)
+    embed = local.embed if local is not None else channel.unary_unary(
+        "/switchyard.v1.Provider/Embed", request_serializer=ppb.EmbedAttempt.SerializeToString,
+        response_deserializer=epb.EmbedResponse.FromString)
+    count = local.count if local is not None else channel.unary_unary(
+        "/switchyard.v1.Provider/CountTokens", request_serializer=ppb.GenerateRequest.SerializeToString,
+        response_deserializer=pb.CountTokensResponse.FromString)
     unary = UnaryRouter(lambda: watcher.table, breakers, usage, embed, count, governor,
                         spans=UnarySpans(tracer, lambda: watcher.table) if tracer is not None else None)
     calls = ChatCalls(tracer, router_metrics) if tracer is not None or router_metrics is not None else None
@@ -116,6 +125,8 @@ async def main() -> None:
             await buckets.close()
         await watcher.close()
         await channel.close()
+        if local is not None:
+            await local.close()
         if store is not None:
             await store.close()
         if metrics_runner is not None:

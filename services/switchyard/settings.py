@@ -107,6 +107,10 @@ class EdgeSettings(Common):
 class RouterSettings(Common):
     address: str = setting("SWITCHYARD_ROUTER_ADDRESS", "127.0.0.1:50051", "", group="address")
     providers_target: str = setting("SWITCHYARD_ROUTER_PROVIDERS_TARGET", "127.0.0.1:50061", "", group="target")
+    providers_in_process: bool = setting(
+        "SWITCHYARD_ROUTER_PROVIDERS_IN_PROCESS", False, "`1`: the router runs the provider worker's code itself "
+        "instead of calling provider workers (an experiment measured in Performance: one process and one Envoy "
+        "pass fewer per request; the router then holds the upstream keys)")
     metrics_address: str | None = setting("SWITCHYARD_ROUTER_METRICS_ADDRESS", None, "", group="metrics")
     transport: str = setting("SWITCHYARD_TRANSPORT", "session", "")
     sessions: int = setting("SWITCHYARD_ROUTER_SESSIONS", 2, "", group="sessions")

@@ -445,6 +445,8 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=1, help="replicas of edge, router and provider worker")
     parser.add_argument("--nats-nodes", type=int, default=1, choices=(1, 3), help="3: a JetStream cluster, R3")
     parser.add_argument("--throughput-only", action="store_true", help="only requests/s at saturation, CPU, memory")
+    parser.add_argument("--providers-in-process", action="store_true",
+                        help="routers run the provider worker's code (SWITCHYARD_ROUTER_PROVIDERS_IN_PROCESS=1)")
     args = parser.parse_args()
     if args.observability:
         observability(args)
@@ -456,7 +458,9 @@ def main() -> None:
                              edge_replicas=args.replicas, router_replicas=args.replicas,
                              provider_replicas=args.replicas, nats_nodes=args.nats_nodes,
                              extra_env={"SWITCHYARD_LOG_LEVEL": "WARNING",
-                                        GOVERNED_KEY_ENV: "sy_" + secrets.token_hex(20)}, metrics_port=None))
+                                        GOVERNED_KEY_ENV: "sy_" + secrets.token_hex(20),
+                                        "SWITCHYARD_ROUTER_PROVIDERS_IN_PROCESS": "1" if args.providers_in_process
+                                        else "0"}, metrics_port=None))
     mesh.start()
     try:
         uvloop.run(run(args, mesh))
