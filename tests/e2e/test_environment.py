@@ -80,6 +80,7 @@ CHECKED = {
     "SWITCHYARD_PROVIDERS_METRICS_ADDRESS": "tests/e2e/test_observability.py",
     "SWITCHYARD_ANALYTICS_METRICS_ADDRESS": "tests/e2e/test_observability.py",
     "SWITCHYARD_METRICS_PORT": "tests/e2e/test_make_run.py",
+    "SWITCHYARD_ROUTER_PROVIDERS_IN_PROCESS": "tests/e2e/test_providers_in_process.py",
 }
 
 
