@@ -128,10 +128,12 @@ class _GenerateCall:
 
 class UnaryCall:
     """One Provider.Embed or Provider.CountTokens call: a SERVER span (child
-    of the router's attempt span) and the GenAI client metrics with the call's
-    operation (duration, input tokens), like a Generate call's."""
+    of the router's attempt span) with a CLIENT span for the upstream HTTP
+    call when there was one (a count the worker estimated made none), and the
+    GenAI client metrics with the call's operation (duration, input tokens),
+    like a Generate call's."""
 
-    __slots__ = ("labels", "metrics", "owner", "span", "started_at")
+    __slots__ = ("labels", "metrics", "owner", "span", "started_at", "upstream_attributes")
 
     def __init__(self, owner: GenerateCalls, method: str, operation: str, target: ppb.Target, attempt: int,
                  trace_context: Mapping[str, str]) -> None:
@@ -140,6 +142,10 @@ class UnaryCall:
         spec = owner.providers.get(target.provider)
         provider_name = genai.provider_name(spec.type if spec else "", spec.base_url if spec else "")
         self.labels = (operation, provider_name, owner.models(target.model), owner.names(target.provider))
+        self.upstream_attributes: dict[str, str | int] = {a.HTTP_REQUEST_METHOD: "POST",
+                                                          a.GEN_AI_PROVIDER_NAME: provider_name}
+        if address := genai.server_address(spec.base_url if spec else ""):
+            self.upstream_attributes[a.SERVER_ADDRESS], self.upstream_attributes[a.SERVER_PORT] = address
         self.metrics = owner.metrics
         if self.metrics is not None:
             self.metrics.in_flight.inc()
@@ -160,10 +166,28 @@ class UnaryCall:
             if reply is not None and not error_type:
                 self.metrics.tokens(*self.labels, "input").observe(input_tokens(reply))
         if self.span is not None:
+            if reply is not None and not (isinstance(reply, pb.CountTokensResponse) and reply.estimated):
+                self._upstream_span(reply, error_type)
             if error_type:
                 self.span.set_attribute(a.ERROR_TYPE, error_type)
                 self.span.set_status(Status(StatusCode.ERROR, error_type))
             self.span.end()
+
+    def _upstream_span(self, reply: epb.EmbedResponse | pb.CountTokensResponse, error_type: str) -> None:
+        """The upstream HTTP call, from the call's start to its answer (as a
+        Generate call's is); its status is the upstream's, when it gave one."""
+        assert self.owner.tracer is not None and self.span is not None
+        upstream = self.owner.tracer.start_span("POST", kind=SpanKind.CLIENT, attributes=self.upstream_attributes,
+                                                context=trace.set_span_in_context(self.span),
+                                                start_time=getattr(self.span, "start_time", None))
+        if error_type:
+            if reply.error.upstream_status:
+                upstream.set_attribute(a.HTTP_RESPONSE_STATUS_CODE, reply.error.upstream_status)
+            upstream.set_attribute(a.ERROR_TYPE, error_type)
+            upstream.set_status(Status(StatusCode.ERROR, error_type))
+        else:
+            upstream.set_attribute(a.HTTP_RESPONSE_STATUS_CODE, 200)
+        upstream.end()
 
 
 def input_tokens(reply: epb.EmbedResponse | pb.CountTokensResponse) -> int:

@@ -109,9 +109,9 @@ async def test_an_embeddings_request_is_one_trace_with_a_genai_span_per_attempt(
             extra_body={"fallbacks": ["sim-backup"]}, extra_headers={"traceparent": f"00-{trace_id}-{client_span}-01"})
     assert raw.headers["x-switchyard-provider"] == "backup"
     async with asyncio.timeout(15):  # spans are exported in batches every 200 ms
-        while len(spans := spans_of(traced_mesh, trace_id)) < 6:
+        while len(spans := spans_of(traced_mesh, trace_id)) < 8:
             await asyncio.sleep(0.1)
-    assert len(spans) == 6  # edge, router call, 2 attempts, 2 provider worker calls
+    assert len(spans) == 8  # edge, router call, 2 attempts, 2 provider worker calls, 2 upstream HTTP calls
     by_id = {s["context"]["span_id"]: s for s in spans}
     [edge] = [s for s in spans if s["name"] == "POST /v1/embeddings"]
     [call] = [s for s in spans if s["name"] == "switchyard.v1.Router/Embed"]
@@ -121,7 +121,14 @@ async def test_an_embeddings_request_is_one_trace_with_a_genai_span_per_attempt(
     assert edge["parent_id"] == f"0x{client_span}" and call["parent_id"] == edge["context"]["span_id"]
     assert [s["parent_id"] for s in attempts] == [call["context"]["span_id"]] * 2
     assert sorted(by_id[w["parent_id"]]["name"] for w in workers) == sorted(s["name"] for s in attempts)
+    # Under each worker span, its upstream HTTP call: the first answered 503, the fallback 200.
+    calls = {by_id[u["parent_id"]]["parent_id"]: u for u in spans if u["name"] == "POST"}
     failed, answered = attempts
+    assert calls[failed["context"]["span_id"]]["attributes"]["http.response.status_code"] == 503
+    assert calls[failed["context"]["span_id"]]["status"]["status_code"] == "ERROR"
+    assert calls[answered["context"]["span_id"]]["attributes"]["http.response.status_code"] == 200
+    assert all(u["kind"] == "SpanKind.CLIENT" and u["attributes"]["server.address"] == "127.0.0.1"
+               for u in calls.values())
     assert failed["name"] == "embeddings text-embedding-3-small" and failed["kind"] == "SpanKind.CLIENT"
     assert failed["status"]["status_code"] == "ERROR" and failed["attributes"]["error.type"]
     for attempt in attempts:
@@ -146,10 +153,13 @@ async def test_a_token_count_is_one_trace_with_a_genai_span(traced_mesh: Mesh) -
             model="claude-sonnet-4-5", messages=[{"role": "user", "content": "count these words for me"}],
             extra_headers={"traceparent": f"00-{trace_id}-{client_span}-01"})
     async with asyncio.timeout(15):  # spans are exported in batches every 200 ms
-        while len(spans := spans_of(traced_mesh, trace_id)) < 4:
+        while len(spans := spans_of(traced_mesh, trace_id)) < 5:
             await asyncio.sleep(0.1)
-    assert len(spans) == 4  # edge, router call, the attempt, the provider worker's call
+    assert len(spans) == 5  # edge, router call, the attempt, the provider worker's call, its upstream call
     by_name = {s["name"]: s for s in spans}
+    upstream = by_name["POST"]
+    assert upstream["parent_id"] == by_name["switchyard.v1.Provider/CountTokens"]["context"]["span_id"]
+    assert upstream["attributes"]["http.response.status_code"] == 200
     edge, call = by_name["POST /v1/messages/count_tokens"], by_name["switchyard.v1.Router/CountTokens"]
     attempt, worker = by_name["count_tokens claude-sonnet-4-5"], by_name["switchyard.v1.Provider/CountTokens"]
     assert edge["parent_id"] == f"0x{client_span}" and call["parent_id"] == edge["context"]["span_id"]

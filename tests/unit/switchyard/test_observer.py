@@ -211,6 +211,22 @@ async def test_provider_worker_spans_and_genai_client_metrics(spans) -> None:
     assert ttfc.value == 1 and ttfc.labels["gen_ai_provider_name"] == "anthropic"
 
 
+def test_a_unary_worker_call_has_an_upstream_span_only_when_it_called_upstream(spans) -> None:
+    tracer, exporter = spans
+    calls = GenerateCalls(tracer, None, Table().config.providers)
+    count = ppb.GenerateRequest(request=REQUEST, target=ppb.Target(provider="claude", model="claude-x"))
+    calls.count(count).end(pb.CountTokensResponse(input_tokens=7, estimated=True))  # estimated: no HTTP call
+    assert [s.name for s in exporter.get_finished_spans()] == ["switchyard.v1.Provider/CountTokens"]
+    exporter.clear()
+    embed = ppb.EmbedAttempt(target=ppb.Target(provider="claude", model="e"), attempt=1)
+    calls.embed(embed).end(epb.EmbedResponse(error=pb.Error(status=502, code="upstream_error", upstream_status=503)))
+    upstream, server = exporter.get_finished_spans()
+    assert upstream.name == "POST" and upstream.parent.span_id == server.context.span_id
+    assert upstream.attributes["http.response.status_code"] == 503 and upstream.status.status_code == StatusCode.ERROR
+    assert upstream.attributes["server.address"] == "api.anthropic.com"
+    assert upstream.start_time == server.start_time and upstream.end_time <= server.end_time
+
+
 def test_bounded_labels_keep_the_first_values() -> None:
     bounded = metrics.Bounded(2)
     assert [bounded(v) for v in ("a", "b", "c", "a", "d")] == ["a", "b", "_other", "a", "_other"]
