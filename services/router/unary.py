@@ -228,8 +228,8 @@ class UnaryRouter:
                 message = ppb.EmbedAttempt(request=request, target=target, attempt=attempt)
                 if spans is None or span is None:
                     return await self._embed(message, timeout=_timeout(deadline))
-                return await _traced(self._embed(message, timeout=_timeout(deadline)),
-                                     spans.embed_attempt(span, message), target.model)
+                attempt_span = spans.embed_attempt(span, message)  # writes its context into the message first
+                return await _traced(self._embed(message, timeout=_timeout(deadline)), attempt_span, target.model)
 
             if self.governor is not None:  # rate limits, budgets and concurrency, as for chat
                 grant = await self.governor.admit(_with_inputs(view, request), plan, table)
@@ -277,8 +277,8 @@ class UnaryRouter:
                 message = ppb.GenerateRequest(request=request, target=target, attempt=attempt)
                 if spans is None or span is None:
                     return await self._count(message, timeout=_timeout(deadline))
-                return await _traced(self._count(message, timeout=_timeout(deadline)),
-                                     spans.count_attempt(span, message), target.model)
+                attempt_span = spans.count_attempt(span, message)  # writes its context into the message first
+                return await _traced(self._count(message, timeout=_timeout(deadline)), attempt_span, target.model)
 
             run = _Run(call, request, plan, self.breakers, table.provider_types, deadline,
                        lambda: RequestFacts(request))
