@@ -356,3 +356,27 @@ async def test_the_worker_sends_its_timing_just_before_the_first_output(upstream
     assert 0 < sent.provider_us < sent.upstream_us
     assert sent.provider_total_us >= sent.provider_us + sent.upstream_us
     assert sent.provider_total_us <= (time.monotonic() - received) * 1e6
+
+
+class OneSpec:
+    """What the servicer asks of a registry, for one upstream."""
+
+    def __init__(self, spec: AttemptSpec) -> None:
+        self.spec = spec
+
+    def attempt_spec(self, provider: str, model: str, timeouts: object = None) -> AttemptSpec:
+        return self.spec
+
+
+async def test_in_process_streams_are_sent_event_by_event(upstream, session) -> None:
+    """Over gRPC a stream's queued events leave joined; in process (the router
+    calling the worker's code) each event is its own message, as parsed."""
+    _, url = upstream
+    servicer = ProviderServicer(OneSpec(make_spec(url, session)))  # type: ignore[arg-type]
+    generate = ppb.GenerateRequest(request=request("a b c d e f"), target=ppb.Target(provider="fake", model="m"))
+    payloads = [raw async for raw in servicer.stream_generate(generate.SerializeToString(), None, batched=False)]
+    events = [ppb.GenerateEvent.FromString(raw) for raw in payloads]
+    assert [e.WhichOneof("event") for e in events][:2] == ["timing", "chunk"]
+    assert sum(e.HasField("chunk") for e in events) >= 6  # one chunk per word, none joined
+    assert all(len(e.chunk.choices) <= 1 for e in events)
+    assert events[-1].HasField("usage")
