@@ -65,9 +65,11 @@ async def main() -> None:
     channel = grpc.aio.insecure_channel(env.providers_target, options=CHANNEL_OPTIONS)
     attempts = AttemptCalls(tracer, lambda: watcher.table, env.trace_content) if tracer is not None else None
     local = None
-    if env.providers_in_process:
-        local = InProcessProviders(watcher.table.config,
-                                   GenerateCalls(tracer, None, watcher.table.config.providers) if tracer else None)
+    if env.providers_in_process:  # the worker's spans and GenAI client metrics come from this process then
+        client_metrics = metrics.GenAiClientMetrics(registry) if registry is not None else None
+        worker_calls = GenerateCalls(tracer, client_metrics, watcher.table.config.providers) \
+            if tracer is not None or client_metrics is not None else None
+        local = InProcessProviders(watcher.table.config, worker_calls)
         generate = observed(local.generate, attempts)
     else:
         generate = streamer(channel, "switchyard.v1.Provider", "Generate", transport=env.transport,

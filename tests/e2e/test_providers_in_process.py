@@ -11,9 +11,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from anthropic import AsyncAnthropic
 from openai import AsyncOpenAI
+from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.local.mesh import Mesh, MeshSettings, isolated_environ
 from tests.e2e.conftest import marker, running_mesh, write_test_config
@@ -63,3 +65,9 @@ async def test_every_call_is_answered_without_provider_workers(in_process_mesh: 
         counted = await claude.messages.count_tokens(model="claude-sonnet-4-5",
                                                      messages=[{"role": "user", "content": "count me"}])
         assert counted.input_tokens > 0
+
+    # The worker's GenAI client metrics now come from the router's /metrics.
+    async with aiohttp.ClientSession() as http, http.get(mesh.metrics_url("router")) as scrape:
+        families = {f.name: f for f in text_string_to_metric_families(await scrape.text())}
+    operations = {s.labels["gen_ai_operation_name"] for s in families["gen_ai_client_operation_duration_seconds"].samples}
+    assert operations == {"chat", "embeddings", "count_tokens"}
