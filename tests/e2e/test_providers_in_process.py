@@ -69,5 +69,6 @@ async def test_every_call_is_answered_without_provider_workers(in_process_mesh: 
     # The worker's GenAI client metrics now come from the router's /metrics.
     async with aiohttp.ClientSession() as http, http.get(mesh.metrics_url("router")) as scrape:
         families = {f.name: f for f in text_string_to_metric_families(await scrape.text())}
-    operations = {s.labels["gen_ai_operation_name"] for s in families["gen_ai_client_operation_duration_seconds"].samples}
+    durations = families["gen_ai_client_operation_duration_seconds"].samples
+    operations = {s.labels["gen_ai_operation_name"] for s in durations}
     assert operations == {"chat", "embeddings", "count_tokens"}
