@@ -29,10 +29,12 @@ run: setup
 test: setup proto-check k8s-check lint chromium
 	$(PY) -m pytest -q
 
-# The dashboard test drives Debian's chromium (installed once, quietly).
+# The dashboard test drives Debian's chromium (installed once, quietly; a
+# mirror that drops a download is retried rather than failing the run).
+APT := $(SUDO) apt-get -o Acquire::Retries=5
 chromium:
-	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq >/dev/null && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || { $(APT) update -qq >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq chromium >/dev/null; }
 
 lint: setup
 	$(VENV)/bin/ruff check .
