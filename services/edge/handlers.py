@@ -45,7 +45,7 @@ from switchyard.errors import (
     SwitchyardError,
     UnavailableError,
 )
-from switchyard.grpc_server import CHANNEL_OPTIONS
+from switchyard.grpc_server import CHANNEL_OPTIONS, unary_client
 from switchyard.session import TransportError, streamer
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import embed_pb2 as epb
@@ -167,30 +167,19 @@ class Handlers:
         self.sse_heartbeat_s = sse_heartbeat_s
         self.keys = keys
         self.request_timeout_s = request_timeout_s
-        self._channel = grpc.aio.insecure_channel(router_target, options=CHANNEL_OPTIONS)
+        self._channel = channel = grpc.aio.insecure_channel(router_target, options=CHANNEL_OPTIONS)
         self._chat = streamer(self._channel, "switchyard.v1.Router", "Chat", transport=transport, sessions=sessions)
-        self._list_models = self._channel.unary_unary(
-            "/switchyard.v1.Router/ListModels", request_serializer=rpb.ListModelsRequest.SerializeToString,
-            response_deserializer=rpb.ListModelsResponse.FromString)
-        self._embed = self._channel.unary_unary(
-            "/switchyard.v1.Router/Embed", request_serializer=epb.EmbedRequest.SerializeToString,
-            response_deserializer=epb.EmbedResponse.FromString)
-        self._count_tokens = self._channel.unary_unary(
-            "/switchyard.v1.Router/CountTokens", request_serializer=pb.ChatRequest.SerializeToString,
-            response_deserializer=pb.CountTokensResponse.FromString)
-        self._health = self._channel.unary_unary(
-            "/grpc.health.v1.Health/Check", request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
-            response_deserializer=health_pb2.HealthCheckResponse.FromString)
-        self._budget_status = self._channel.unary_unary(
-            "/switchyard.v1.Router/BudgetStatus", request_serializer=rpb.BudgetStatusRequest.SerializeToString,
-            response_deserializer=rpb.BudgetStatusResponse.FromString)
-        self._purge_cache = self._channel.unary_unary(
-            "/switchyard.v1.Router/PurgeCache", request_serializer=rpb.PurgeCacheRequest.SerializeToString,
-            response_deserializer=rpb.PurgeCacheResponse.FromString)
+        router = "/switchyard.v1.Router/"
+        self._list_models = unary_client(channel, router + "ListModels", rpb.ListModelsRequest, rpb.ListModelsResponse)
+        self._embed = unary_client(channel, router + "Embed", epb.EmbedRequest, epb.EmbedResponse)
+        self._count_tokens = unary_client(channel, router + "CountTokens", pb.ChatRequest, pb.CountTokensResponse)
+        self._health = unary_client(channel, "/grpc.health.v1.Health/Check", health_pb2.HealthCheckRequest,
+                                    health_pb2.HealthCheckResponse)
+        self._budget_status = unary_client(channel, router + "BudgetStatus", rpb.BudgetStatusRequest,
+                                           rpb.BudgetStatusResponse)
+        self._purge_cache = unary_client(channel, router + "PurgeCache", rpb.PurgeCacheRequest, rpb.PurgeCacheResponse)
         if orphans is not None:  # an orphaned answer's budgets are charged by a live router replica
-            orphans.connect(self._channel.unary_unary(
-                "/switchyard.v1.Router/SettleOrphan", request_serializer=rpb.OrphanSettlement.SerializeToString,
-                response_deserializer=rpb.OrphanSettled.FromString))
+            orphans.connect(unary_client(channel, router + "SettleOrphan", rpb.OrphanSettlement, rpb.OrphanSettled))
         self._ready_until = 0.0
         self.draining = False
         self.admission = Admission(config.limits)

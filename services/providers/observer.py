@@ -142,10 +142,6 @@ class UnaryCall:
         spec = owner.providers.get(target.provider)
         provider_name = genai.provider_name(spec.type if spec else "", spec.base_url if spec else "")
         self.labels = (operation, provider_name, owner.models(target.model), owner.names(target.provider))
-        self.upstream_attributes: dict[str, str | int] = {a.HTTP_REQUEST_METHOD: "POST",
-                                                          a.GEN_AI_PROVIDER_NAME: provider_name}
-        if address := genai.server_address(spec.base_url if spec else ""):
-            self.upstream_attributes[a.SERVER_ADDRESS], self.upstream_attributes[a.SERVER_PORT] = address
         self.metrics = owner.metrics
         if self.metrics is not None:
             self.metrics.in_flight.inc()
@@ -154,6 +150,11 @@ class UnaryCall:
             attributes={**_RPC, a.RPC_METHOD: method, a.PROVIDER: target.provider,
                         a.GEN_AI_REQUEST_MODEL: target.model, a.ATTEMPT: attempt}) \
             if owner.tracer is not None else None
+        self.upstream_attributes: dict[str, str | int] = {}  # for the upstream call's span, when traced
+        if self.span is not None:
+            self.upstream_attributes = {a.HTTP_REQUEST_METHOD: "POST", a.GEN_AI_PROVIDER_NAME: provider_name}
+            if address := genai.server_address(spec.base_url if spec else ""):
+                self.upstream_attributes[a.SERVER_ADDRESS], self.upstream_attributes[a.SERVER_PORT] = address
 
     def end(self, reply: epb.EmbedResponse | pb.CountTokensResponse | None) -> None:
         """``reply``: the answer (None when the call was cut short)."""

@@ -25,7 +25,7 @@ from router.usage import CountingUsageSink, UsageSink
 from switchyard import logs, metrics, settings, telemetry
 from switchyard.config import ConfigError, GovernanceSpec
 from switchyard.events import UsagePublisher
-from switchyard.grpc_server import CHANNEL_OPTIONS, run, serve
+from switchyard.grpc_server import CHANNEL_OPTIONS, run, serve, unary_client
 from switchyard.session import observed, streamer
 from switchyard.v1 import chat_pb2 as pb
 from switchyard.v1 import embed_pb2 as epb
@@ -93,12 +93,10 @@ async def main() -> None:
                            lookup_timeout_s=cache.lookup_timeout_s, local_bytes=cache.local_bytes)
         await store.start()
     pipeline = Pipeline(lambda: watcher.table, generate, usage, breakers, governor, cache=ResponseCache(store))
-    embed = local.embed if local is not None else channel.unary_unary(
-        "/switchyard.v1.Provider/Embed", request_serializer=ppb.EmbedAttempt.SerializeToString,
-        response_deserializer=epb.EmbedResponse.FromString)
-    count = local.count if local is not None else channel.unary_unary(
-        "/switchyard.v1.Provider/CountTokens", request_serializer=ppb.GenerateRequest.SerializeToString,
-        response_deserializer=pb.CountTokensResponse.FromString)
+    embed = local.embed if local is not None else unary_client(
+        channel, "/switchyard.v1.Provider/Embed", ppb.EmbedAttempt, epb.EmbedResponse)
+    count = local.count if local is not None else unary_client(
+        channel, "/switchyard.v1.Provider/CountTokens", ppb.GenerateRequest, pb.CountTokensResponse)
     unary = UnaryRouter(lambda: watcher.table, breakers, usage, embed, count, governor,
                         spans=UnarySpans(tracer, lambda: watcher.table) if tracer is not None else None)
     calls = ChatCalls(tracer, router_metrics) if tracer is not None or router_metrics is not None else None

@@ -59,6 +59,14 @@ def identity(data: bytes) -> bytes:
     return data
 
 
+def unary_client(channel: grpc.aio.Channel, method: str, request: Any,
+                 response: Any) -> grpc.aio.UnaryUnaryMultiCallable:
+    """The client of unary ``method`` ("/package.Service/Method") on ``channel``,
+    sending message class ``request`` and receiving ``response``."""
+    return channel.unary_unary(method, request_serializer=request.SerializeToString,
+                               response_deserializer=response.FromString)
+
+
 def unary(method: Callable[..., Awaitable[Any]], request: Any, response: Any) -> grpc.RpcMethodHandler:
     """The handler of a unary method taking message class ``request`` and answering ``response``."""
     return grpc.unary_unary_rpc_method_handler(method, request_deserializer=request.FromString,
